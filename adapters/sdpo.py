@@ -1,0 +1,151 @@
+"""The SDPO distillation loss: pure functions of log-probabilities, logits and masks.
+
+Student: pi_theta(. | x, y_<t), the model with the request's LoRA on its own attempt y.
+Teacher: sg[pi(. | x, f, y_<t)], the same model shown the verifier's feedback f, scoring
+the same tokens y. The loss pulls the student's next-token distribution toward the
+teacher's at every response position (Huebotter et al., 2026, "Reinforcement Learning
+via Self-Distillation"; the knobs mirror their reference configuration).
+
+Conventions: all log-probabilities are natural-log, computed in float32; `mask` is 1.0 at
+response tokens and 0.0 at prompt and padding positions; "per-token" tensors have the
+shape of `mask`. Nothing here touches a model: the trainer feeds these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# log(1 - sum p) is undefined when the top-k already hold all the mass (k = vocabulary);
+# capping the log-sum just below 0 gives the tail a vanishing, finite probability.
+_TAIL_LOGSUM_CAP = -1e-7
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """How the divergence is computed (see SdpoConfig in service/schemas.py for docs)."""
+
+    alpha: float = 0.5  # 0 = forward KL(T||S), 1 = reverse KL(S||T), between = generalised JSD
+    top_k: int | None = 100  # None = the whole vocabulary
+    add_tail: bool = True  # top-k plus one bucket for the remaining mass
+    token_level: bool = False  # reverse-KL estimate on the sampled tokens only
+    is_clip: float | None = 2.0  # clip of the importance ratio pi_theta / pi_sampling
+
+
+def kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the last dimension, from log-probabilities. 0 * log 0 counts as 0."""
+    p = p_log.exp()
+    return torch.where(p > 0, p * (p_log - q_log), torch.zeros_like(p)).sum(-1)
+
+
+def divergence(student_log: torch.Tensor, teacher_log: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Per-position divergence between two distributions given as log-probabilities.
+
+    alpha = 0: forward KL(teacher || student); alpha = 1: reverse KL(student || teacher)
+    (the paper's objective); in between: the generalised Jensen-Shannon divergence
+    (1 - alpha) KL(S || M) + alpha KL(T || M) with M = (1 - alpha) S + alpha T.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    if alpha == 0.0:
+        return kl(teacher_log, student_log)
+    if alpha == 1.0:
+        return kl(student_log, teacher_log)
+    a = torch.tensor(alpha, dtype=student_log.dtype, device=student_log.device)
+    mix_log = torch.logaddexp(student_log + torch.log1p(-a), teacher_log + torch.log(a))
+    return (1 - a) * kl(student_log, mix_log) + a * kl(teacher_log, mix_log)
+
+
+def with_tail(topk_log: torch.Tensor) -> torch.Tensor:
+    """Append one bucket holding the probability mass outside the given top-k entries."""
+    logsum = torch.logsumexp(topk_log, dim=-1, keepdim=True).clamp(max=_TAIL_LOGSUM_CAP)
+    return torch.cat([topk_log, torch.log(-torch.expm1(logsum))], dim=-1)
+
+
+def renormalised(topk_log: torch.Tensor) -> torch.Tensor:
+    return topk_log - torch.logsumexp(topk_log, dim=-1, keepdim=True)
+
+
+def student_topk(student_log: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the student's k most likely tokens (the reference distils on the
+    student's support, so the teacher is read at the same indices)."""
+    return student_log.detach().topk(min(k, student_log.shape[-1]), dim=-1).indices
+
+
+def topk_divergence(
+    student_topk_log: torch.Tensor, teacher_topk_log: torch.Tensor, alpha: float, add_tail: bool
+) -> torch.Tensor:
+    """Divergence restricted to k entries (both tensors gathered at the same indices)."""
+    fix = with_tail if add_tail else renormalised
+    return divergence(fix(student_topk_log), fix(teacher_topk_log), alpha)
+
+
+def token_level_loss(student_tok_log: torch.Tensor, teacher_tok_log: torch.Tensor) -> torch.Tensor:
+    """Reverse KL estimated on the sampled tokens: sg(log pi_s - log pi_t) * log pi_s.
+
+    Its gradient is the score-function (REINFORCE) estimate of grad KL(S || T) on tokens
+    sampled from the student; its value is not a divergence (report `token_log_ratio`).
+    """
+    return (student_tok_log - teacher_tok_log).detach() * student_tok_log
+
+
+def importance_weights(
+    student_tok_log: torch.Tensor, sampling_tok_log: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """pi_theta(y_t) / pi_sampling(y_t), clamped above at `clip`; no gradient flows."""
+    log_ratio = (student_tok_log - sampling_tok_log).detach().clamp(-20.0, 20.0)
+    return log_ratio.exp().clamp(max=clip)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over response tokens: prompt and padding (mask 0) contribute nothing."""
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def per_token_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    tokens: torch.Tensor,
+    cfg: LossConfig,
+    sampling_tok_log: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token SDPO loss from full logits `[..., V]` at response positions.
+
+    `tokens [...]` are the attempt's tokens y_t (what each position predicts).
+    Returns (loss, divergence): the loss carries gradients to `student_logits` only; the
+    divergence is the detached value we monitor (KL/JSD, or the log-ratio for the
+    token-level variant).
+    """
+    s_log = F.log_softmax(student_logits.float(), dim=-1)
+    t_log = F.log_softmax(teacher_logits.float(), dim=-1).detach()
+    s_tok = s_log.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    if cfg.token_level:
+        t_tok = t_log.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        loss = token_level_loss(s_tok, t_tok)
+        div = (s_tok - t_tok).detach()
+    else:
+        if cfg.top_k is None:
+            loss = divergence(s_log, t_log, cfg.alpha)
+        else:
+            idx = student_topk(s_log, cfg.top_k)
+            loss = topk_divergence(s_log.gather(-1, idx), t_log.gather(-1, idx), cfg.alpha, cfg.add_tail)
+        div = loss.detach()
+    if cfg.is_clip is not None and sampling_tok_log is not None:
+        loss = loss * importance_weights(s_tok, sampling_tok_log, cfg.is_clip)
+    return loss, div
+
+
+def sdpo_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: LossConfig = LossConfig(),
+    sampling_tok_log: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scalar SDPO loss (mean over response tokens) and the mean monitored divergence."""
+    loss, div = per_token_loss(student_logits, teacher_logits, tokens, cfg, sampling_tok_log)
+    mask = mask.to(loss.dtype)
+    return masked_mean(loss, mask), masked_mean(div, mask)

@@ -1,0 +1,151 @@
+"""The maths of the SDPO loss (DESIGN §2, 'Must be tested about the maths')."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adapters.sdpo import (
+    LossConfig,
+    divergence,
+    importance_weights,
+    masked_mean,
+    sdpo_loss,
+    student_topk,
+    token_level_loss,
+    topk_divergence,
+    with_tail,
+)
+
+V = 50
+
+
+def _logits(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, V, generator=g) * 2.0
+
+
+def _toks(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed + 100)
+    return torch.randint(0, V, shape, generator=g)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("top_k", [None, 10])
+@pytest.mark.parametrize("token_level", [False, True])
+def test_loss_zero_when_teacher_equals_student(alpha, top_k, token_level):
+    logits = _logits(2, 7)
+    mask = torch.ones(2, 7)
+    cfg = LossConfig(alpha=alpha if not token_level else 1.0, top_k=top_k, token_level=token_level)
+    loss, div = sdpo_loss(logits, logits.clone(), _toks(2, 7), mask, cfg)
+    assert abs(loss.item()) < 1e-6 and abs(div.item()) < 1e-6
+
+
+def test_alpha_endpoints_match_hand_computed_kl():
+    p = torch.tensor([0.7, 0.2, 0.1])
+    q = torch.tensor([0.2, 0.5, 0.3])
+    fwd = sum(pi * math.log(pi / qi) for pi, qi in zip(p.tolist(), q.tolist()))  # KL(T||S)
+    rev = sum(qi * math.log(qi / pi) for pi, qi in zip(p.tolist(), q.tolist()))  # KL(S||T)
+    teacher, student = p.log(), q.log()
+    assert divergence(student, teacher, 0.0).item() == pytest.approx(fwd, rel=1e-5)
+    assert divergence(student, teacher, 1.0).item() == pytest.approx(rev, rel=1e-5)
+
+
+def test_jsd_hand_computed_and_symmetric_at_half():
+    p = torch.tensor([0.7, 0.2, 0.1])
+    q = torch.tensor([0.2, 0.5, 0.3])
+    m = 0.5 * p + 0.5 * q
+    by_hand = 0.5 * sum(a * math.log(a / b) for a, b in zip(q.tolist(), m.tolist())) + 0.5 * sum(
+        a * math.log(a / b) for a, b in zip(p.tolist(), m.tolist())
+    )
+    assert divergence(q.log(), p.log(), 0.5).item() == pytest.approx(by_hand, rel=1e-5)
+    assert divergence(q.log(), p.log(), 0.5).item() == pytest.approx(divergence(p.log(), q.log(), 0.5).item(), rel=1e-5)
+    with pytest.raises(ValueError):
+        divergence(q.log(), p.log(), 1.5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_topk_with_tail_equals_full_when_k_is_vocabulary(alpha):
+    s, t = _logits(3, 5, seed=1), _logits(3, 5, seed=2)
+    mask = torch.ones(3, 5)
+    toks = _toks(3, 5)
+    full, _ = sdpo_loss(s, t, toks, mask, LossConfig(alpha=alpha, top_k=None))
+    topv, _ = sdpo_loss(s, t, toks, mask, LossConfig(alpha=alpha, top_k=V, add_tail=True))
+    assert topv.item() == pytest.approx(full.item(), abs=1e-5)
+    # and with a real tail the top-k value differs from the full one, but stays close
+    top10, _ = sdpo_loss(s, t, toks, mask, LossConfig(alpha=alpha, top_k=10, add_tail=True))
+    assert top10.item() != pytest.approx(full.item(), abs=1e-6)
+
+
+def test_tail_bucket_holds_remaining_mass():
+    logp = F.log_softmax(_logits(4), dim=-1)
+    idx = student_topk(logp, 5)
+    tailed = with_tail(logp.gather(-1, idx))
+    assert tailed.shape[-1] == 6
+    assert torch.allclose(tailed.exp().sum(-1), torch.ones(4), atol=1e-5)
+
+
+def test_mask_excludes_prompt_and_padding():
+    s, t = _logits(2, 6, seed=3), _logits(2, 6, seed=4)
+    toks = _toks(2, 6)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1]], dtype=torch.float32)
+    loss, _ = sdpo_loss(s, t, toks, mask)
+    # Changing anything at masked positions leaves the loss unchanged ...
+    s2, t2 = s.clone(), t.clone()
+    s2[mask == 0] = torch.randn_like(s2[mask == 0]) * 10
+    t2[mask == 0] = torch.randn_like(t2[mask == 0]) * 10
+    loss2, _ = sdpo_loss(s2, t2, toks, mask)
+    assert loss2.item() == pytest.approx(loss.item(), rel=1e-6)
+    # ... and gradients at masked positions are exactly zero.
+    s3 = s.clone().requires_grad_()
+    sdpo_loss(s3, t, toks, mask)[0].backward()
+    assert torch.all(s3.grad[mask == 0] == 0)
+    assert torch.any(s3.grad[mask == 1] != 0)
+    # The mean is over response tokens only.
+    vals = torch.arange(12, dtype=torch.float32).view(2, 6)
+    assert masked_mean(vals, mask).item() == pytest.approx(vals[mask == 1].mean().item())
+
+
+def test_no_gradient_reaches_the_teacher():
+    s = _logits(2, 4, seed=5).requires_grad_()
+    t = _logits(2, 4, seed=6).requires_grad_()
+    for cfg in (LossConfig(), LossConfig(token_level=True, alpha=1.0), LossConfig(top_k=None, alpha=0.0)):
+        loss, _ = sdpo_loss(s, t, _toks(2, 4), torch.ones(2, 4), cfg)
+        loss.backward()
+        assert t.grad is None
+        assert s.grad is not None and s.grad.abs().sum() > 0
+        s.grad = None
+
+
+def test_token_level_gradient_is_reverse_kl_score_function():
+    s = torch.tensor([0.1, -0.3, 0.8]).log_softmax(-1).requires_grad_()
+    t = torch.tensor([0.5, 0.2, -0.1]).log_softmax(-1)
+    loss = token_level_loss(s[0], t[0])
+    loss.backward()
+    # d/ds [sg(s0 - t0) * s0] = (s0 - t0) at index 0, 0 elsewhere
+    assert s.grad[0].item() == pytest.approx((s[0] - t[0]).item())
+    assert s.grad[1].item() == 0.0
+
+
+def test_importance_ratio_is_clipped_and_detached():
+    cur = torch.tensor([0.0, -1.0, -3.0], requires_grad=True)
+    old = torch.tensor([-2.0, -1.0, -1.0])
+    w = importance_weights(cur, old, clip=2.0)
+    assert torch.allclose(w, torch.tensor([2.0, 1.0, math.exp(-2.0)]))
+    assert not w.requires_grad
+    # applied in the loss: weights scale the per-token loss
+    s, t, toks = _logits(1, 3, seed=7), _logits(1, 3, seed=8), _toks(1, 3)
+    base, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), LossConfig(is_clip=2.0))
+    s_tok = F.log_softmax(s, -1).gather(-1, toks.unsqueeze(-1)).squeeze(-1)
+    same, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), LossConfig(is_clip=2.0), sampling_tok_log=s_tok)
+    assert same.item() == pytest.approx(base.item(), rel=1e-6)  # ratio 1 on the sampling policy
+    far, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), LossConfig(is_clip=2.0), sampling_tok_log=s_tok - 5)
+    assert far.item() == pytest.approx(2.0 * base.item(), rel=1e-5)  # clipped at 2
+
+
+def test_topk_divergence_without_tail_renormalises():
+    s = F.log_softmax(_logits(2, seed=9), -1)
+    idx = student_topk(s, 3)
+    d = topk_divergence(s.gather(-1, idx), s.gather(-1, idx), 0.5, add_tail=False)
+    assert torch.allclose(d, torch.zeros(2), atol=1e-6)
