@@ -14,6 +14,7 @@ shape of `mask`. Nothing here touches a model: the trainer feeds these functions
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +105,43 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+# Given indices [..., m] (or None for the whole vocabulary), the teacher's log-probabilities
+# there. A lookup rather than a tensor lets the trainer avoid materialising the teacher's
+# full [tokens, vocab] logits: it reads only the k rows of the output layer it needs.
+TeacherLookup = Callable[[torch.Tensor | None], torch.Tensor]
+
+
+def per_token_loss_lookup(
+    student_log: torch.Tensor,
+    teacher_at: TeacherLookup,
+    tokens: torch.Tensor,
+    cfg: LossConfig,
+    sampling_tok_log: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token SDPO loss from the student's log-probabilities `[..., V]`.
+
+    `tokens [...]` are the attempt's tokens y_t (what each position predicts).
+    Returns (loss, divergence, student token log-probs): the loss carries gradients to
+    `student_log` only; the divergence is the detached value we monitor (KL/JSD, or the
+    log-ratio for the token-level variant); the token log-probs are detached.
+    """
+    s_tok = student_log.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    if cfg.token_level:
+        t_tok = teacher_at(tokens.unsqueeze(-1)).squeeze(-1).detach()
+        loss = token_level_loss(s_tok, t_tok)
+        div = (s_tok - t_tok).detach()
+    else:
+        if cfg.top_k is None:
+            loss = divergence(student_log, teacher_at(None).detach(), cfg.alpha)
+        else:
+            idx = student_topk(student_log, cfg.top_k)
+            loss = topk_divergence(student_log.gather(-1, idx), teacher_at(idx).detach(), cfg.alpha, cfg.add_tail)
+        div = loss.detach()
+    if cfg.is_clip is not None and sampling_tok_log is not None:
+        loss = loss * importance_weights(s_tok, sampling_tok_log, cfg.is_clip)
+    return loss, div, s_tok.detach()
+
+
 def per_token_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -111,29 +149,12 @@ def per_token_loss(
     cfg: LossConfig,
     sampling_tok_log: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token SDPO loss from full logits `[..., V]` at response positions.
-
-    `tokens [...]` are the attempt's tokens y_t (what each position predicts).
-    Returns (loss, divergence): the loss carries gradients to `student_logits` only; the
-    divergence is the detached value we monitor (KL/JSD, or the log-ratio for the
-    token-level variant).
-    """
+    """`per_token_loss_lookup` from full logits `[..., V]` at response positions."""
     s_log = F.log_softmax(student_logits.float(), dim=-1)
     t_log = F.log_softmax(teacher_logits.float(), dim=-1).detach()
-    s_tok = s_log.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    if cfg.token_level:
-        t_tok = t_log.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        loss = token_level_loss(s_tok, t_tok)
-        div = (s_tok - t_tok).detach()
-    else:
-        if cfg.top_k is None:
-            loss = divergence(s_log, t_log, cfg.alpha)
-        else:
-            idx = student_topk(s_log, cfg.top_k)
-            loss = topk_divergence(s_log.gather(-1, idx), t_log.gather(-1, idx), cfg.alpha, cfg.add_tail)
-        div = loss.detach()
-    if cfg.is_clip is not None and sampling_tok_log is not None:
-        loss = loss * importance_weights(s_tok, sampling_tok_log, cfg.is_clip)
+    loss, div, _ = per_token_loss_lookup(
+        s_log, lambda idx: t_log if idx is None else t_log.gather(-1, idx), tokens, cfg, sampling_tok_log
+    )
     return loss, div
 
 

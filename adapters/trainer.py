@@ -1,0 +1,251 @@
+"""SDPO steps on a job's LoRA: build student/teacher batches, run the steps, guard collapse.
+
+Memory: the default model's vocabulary is 151,936, so full fp32 logits for a round
+(8 attempts x 256 tokens) would be ~1.2 GB per model. We never hold them:
+- the teacher runs once per round (no grad) and keeps only its final hidden states and
+  log-normaliser at response positions; at each step its log-probabilities are read at
+  the student's top-k indices by gathering k rows of the output layer;
+- the student's logits are computed in chunks of response positions under activation
+  checkpointing, so only one chunk's [chunk, vocab] tensor is alive at a time.
+
+The teacher is the model with the EMA of the LoRA weights (rate `teacher_ema`; 1.0 = the
+student as it is at the start of the round), shown the verifier's feedback. It is fixed
+for the whole round: within a round an EMA at rate r drifts by at most steps*r of the
+student's change, and fixing it saves a teacher forward pass per step.
+
+A fresh optimiser per round makes a round a pure function of (adapter weights, round
+data), so a job resumed from a stored snapshot continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from adapters.lifecycle import Adapter, AdapterPool
+from adapters.sdpo import LossConfig, per_token_loss_lookup
+
+
+@dataclass(frozen=True)
+class DistillSample:
+    """One failed attempt to distil: the same response tokens under two prompts."""
+
+    student_prompt: list[int]  # chat-templated question, ending where the answer starts
+    teacher_prompt: list[int]  # chat-templated reprompt (question + feedback/solution)
+    response: list[int]  # the attempt's sampled tokens
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 4
+    lr: float = 3e-4
+    loss: LossConfig = LossConfig()
+    teacher_ema: float = 0.05
+    micro_batch: int = 4
+    max_grad_norm: float = 1.0
+    chunk_tokens: int = 256
+    # Stop early (and keep the best weights) once the divergence exceeds this multiple of
+    # the round's first value: the probe in DESIGN §2 saw a fivefold jump before collapse.
+    collapse_factor: float = 3.0
+    measure_after: bool = True
+
+
+@dataclass
+class TrainReport:
+    step_divergence: list[float] = field(default_factory=list)  # before each update
+    loss_before: float = math.nan
+    loss_after: float = math.nan  # divergence of the kept weights
+    kept_step: int = 0  # number of updates in the kept weights
+    collapsed: bool = False
+    tokens: int = 0
+    teacher_s: float = 0.0
+    student_s: float = 0.0
+
+
+@dataclass
+class _Packed:
+    """Response-position tensors for a list of samples, flattened over tokens."""
+
+    tokens: torch.Tensor  # [N] the response tokens
+    row_ptr: list[tuple[int, int]]  # per sample: (offset, length) into the flat tensors
+
+
+class SDPOTrainer:
+    def __init__(self, pool: AdapterPool, device: torch.device | str = "cpu") -> None:
+        self.pool = pool
+        self.device = torch.device(device)
+        head = pool.base.get_output_embeddings()
+        # The output layer runs in fp32 even when the body runs in bf16: log-probabilities
+        # of a 150k vocabulary from bf16 logits are off by ~0.05 nats, larger than the
+        # divergences we distil. The layer is frozen, so a one-off fp32 copy suffices.
+        self.head_w: torch.Tensor = head.weight.detach().float()
+        bias = getattr(head, "bias", None)
+        self.head_b: torch.Tensor | None = None if bias is None else bias.detach().float()
+
+    # -- forward helpers -----------------------------------------------------------------
+    def _body(self) -> torch.nn.Module:
+        return self.pool.base.get_decoder()
+
+    def _hidden(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        """Final hidden states at the positions that predict each response token,
+        concatenated over samples: [sum(len(response)), hidden]."""
+        seqs = [p + r for p, r in zip(prompts, responses)]
+        width = max(len(s) for s in seqs)
+        ids = torch.zeros(len(seqs), width, dtype=torch.long)
+        att = torch.zeros(len(seqs), width, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s)
+            att[i, : len(s)] = 1
+        out = self._body()(input_ids=ids.to(self.device), attention_mask=att.to(self.device))
+        h = out.last_hidden_state
+        picks = [h[i, len(p) - 1 : len(p) - 1 + len(r)] for i, (p, r) in enumerate(zip(prompts, responses))]
+        return torch.cat(picks, dim=0)
+
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        out = h.float() @ self.head_w.T
+        return out if self.head_b is None else out + self.head_b
+
+    def _rows_logits(self, h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Logits at given vocabulary indices only: h [c, H], idx [c, m] -> [c, m]."""
+        out = torch.einsum("cmh,ch->cm", self.head_w[idx], h.float())
+        return out if self.head_b is None else out + self.head_b[idx]
+
+    @staticmethod
+    def _pack(samples: list[DistillSample]) -> _Packed:
+        ptr, off = [], 0
+        for s in samples:
+            ptr.append((off, len(s.response)))
+            off += len(s.response)
+        toks = torch.tensor([t for s in samples for t in s.response], dtype=torch.long)
+        return _Packed(tokens=toks, row_ptr=ptr)
+
+    def _micro(self, samples: list[DistillSample], size: int) -> list[tuple[int, list[DistillSample]]]:
+        out, off = [], 0
+        for i in range(0, len(samples), size):
+            chunk = samples[i : i + size]
+            out.append((off, chunk))
+            off += sum(len(s.response) for s in chunk)
+        return out
+
+    # -- teacher ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def teacher_cache(self, adapter: Adapter, samples: list[DistillSample], cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher hidden states [N, H] and log-normalisers [N] at response positions."""
+        self.pool.activate(adapter)
+        hs = []
+        with self.pool.ema_weights(adapter):
+            for _, chunk in self._micro(samples, cfg.micro_batch):
+                hs.append(self._hidden([s.teacher_prompt for s in chunk], [s.response for s in chunk]).float())
+        h = torch.cat(hs)
+        lse = torch.cat([torch.logsumexp(self._logits(c).float(), -1) for c in h.split(cfg.chunk_tokens)])
+        return h, lse
+
+    # -- student ---------------------------------------------------------------------------
+    def _chunk_loss(
+        self,
+        h_s: torch.Tensor,
+        h_t: torch.Tensor,
+        lse_t: torch.Tensor,
+        toks: torch.Tensor,
+        old: torch.Tensor | None,
+        cfg: LossConfig,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s_log = F.log_softmax(self._logits(h_s).float(), dim=-1)
+
+        def teacher_at(idx: torch.Tensor | None) -> torch.Tensor:
+            with torch.no_grad():
+                if idx is None:
+                    return self._logits(h_t).float() - lse_t[:, None]
+                return self._rows_logits(h_t, idx).float() - lse_t[:, None]
+
+        loss, div, s_tok = per_token_loss_lookup(s_log, teacher_at, toks, cfg, old)
+        return loss.sum(), div.sum(), s_tok
+
+    def _pass(
+        self,
+        adapter: Adapter,
+        samples: list[DistillSample],
+        packed: _Packed,
+        teacher: tuple[torch.Tensor, torch.Tensor],
+        old: torch.Tensor | None,
+        cfg: TrainConfig,
+        backward: bool,
+    ) -> tuple[float, torch.Tensor]:
+        """One pass over the round's samples. Returns (mean divergence, token log-probs);
+        accumulates gradients of the mean loss when `backward`."""
+        n_tok = packed.tokens.numel()
+        h_t, lse_t = teacher
+        div_sum = 0.0
+        s_toks = torch.empty(n_tok)
+        self.pool.activate(adapter)
+        for off, chunk in self._micro(samples, cfg.micro_batch):
+            with torch.set_grad_enabled(backward):
+                h_s = self._hidden([s.student_prompt for s in chunk], [s.response for s in chunk])
+                total = h_s.new_zeros(())
+                for c0 in range(0, h_s.shape[0], cfg.chunk_tokens):
+                    c1 = min(c0 + cfg.chunk_tokens, h_s.shape[0])
+                    g0, g1 = off + c0, off + c1
+                    args = (h_s[c0:c1], h_t[g0:g1], lse_t[g0:g1], packed.tokens[g0:g1],
+                            None if old is None else old[g0:g1], cfg.loss)
+                    if backward:
+                        loss, div, s_tok = checkpoint(self._chunk_loss, *args, use_reentrant=False)
+                    else:
+                        loss, div, s_tok = self._chunk_loss(*args)
+                    total = total + loss
+                    div_sum += float(div)
+                    s_toks[g0:g1] = s_tok
+                if backward:
+                    (total / n_tok).backward()
+        return div_sum / max(n_tok, 1), s_toks
+
+    def train_round(self, adapter: Adapter, samples: list[DistillSample], cfg: TrainConfig) -> TrainReport:
+        """Run `cfg.steps` SDPO updates on `adapter` over `samples`; keep the best weights."""
+        report = TrainReport()
+        samples = [s for s in samples if s.response]
+        if not samples or cfg.steps <= 0:
+            return report
+        packed = self._pack(samples)
+        report.tokens = packed.tokens.numel()
+
+        t0 = time.perf_counter()
+        teacher = self.teacher_cache(adapter, samples, cfg)
+        report.teacher_s = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        params = list(self.pool.parameters(adapter).values())
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        old: torch.Tensor | None = None
+        best = (math.inf, 0, None)
+        for step in range(cfg.steps):
+            opt.zero_grad(set_to_none=True)
+            div, s_tok = self._pass(adapter, samples, packed, teacher, old, cfg, backward=True)
+            if old is None:
+                old = s_tok  # pi_sampling: the adapter as it sampled this round
+            report.step_divergence.append(div)
+            if div < best[0]:
+                best = (div, step, {n: t.clone() for n, t in self.pool.weights(adapter).items()})
+            if step > 0 and div > cfg.collapse_factor * report.step_divergence[0]:
+                report.collapsed = True
+                break
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            self.pool.update_ema(adapter, cfg.teacher_ema)
+        opt.zero_grad(set_to_none=True)
+        del opt
+        report.loss_before = report.step_divergence[0]
+        after = math.nan
+        if cfg.measure_after and not report.collapsed:
+            after, _ = self._pass(adapter, samples, packed, teacher, old, cfg, backward=False)
+        if not report.collapsed and (math.isnan(after) or after <= best[0]):
+            report.kept_step, report.loss_after = len(report.step_divergence), after
+        else:
+            self.pool.load_weights(adapter, best[2])
+            report.kept_step, report.loss_after = best[1], best[0]
+        report.student_s = time.perf_counter() - t0
+        adapter.version += 1
+        return report

@@ -1,0 +1,67 @@
+"""Device and dtype choice, and loading the base model + tokenizer for torch engines."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from service.models import ResolvedModel, resolve_model
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (AVX-512-BF16 or AMX). Without them
+    torch emulates bf16 and training is several times slower than fp32 (DESIGN §4)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+
+
+def pick_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
+    if setting != "auto":
+        return getattr(torch, setting)
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+@dataclass
+class LoadedModel:
+    resolved: ResolvedModel
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Resolve (assemble, verify, materialise) and load the configured model, offline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    resolved = resolve_model(settings.model, settings.cache_dir)
+    device = pick_device(settings.device)
+    dtype = pick_dtype(settings.dtype, device)
+    tok = AutoTokenizer.from_pretrained(resolved.hf_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(resolved.hf_dir, dtype=dtype, local_files_only=True)
+    model.to(device).eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    log.info("loaded %s on %s in %s", resolved.name, device, dtype)
+    return LoadedModel(resolved=resolved, model=model, tokenizer=tok, device=device, dtype=dtype)
