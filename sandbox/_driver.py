@@ -1,0 +1,230 @@
+"""The in-sandbox test driver (trusted code, runs untrusted code in its own process).
+
+Executed as `python -I -S -B -c <this source> <channel fd>` inside the sandbox; the job
+arrives as one JSON document on stdin. Only the standard library is used. Records go
+to the channel fd as JSON lines tagged with the run's nonce; see harness.py for the
+protocol and for what it does not guarantee. For stdio and functional tests the
+expected outputs are NOT sent here: this driver only reports what the code produced
+and the host compares.
+"""
+
+import builtins
+import io
+import json
+import linecache
+import os
+import signal
+import sys
+import time
+import traceback
+
+SOLUTION_FILE = "solution.py"
+TESTS_FILE = "tests.py"
+OUTPUT_CAP = 2 * 1024 * 1024  # characters of one case's output reported back
+TRACE_LINES = 12
+
+
+class _CaseTimeout(BaseException):
+    """Raised by the per-case timer; BaseException so `except Exception` in the code under test misses it."""
+
+
+def _on_alarm(_signum, _frame):
+    raise _CaseTimeout()
+
+
+def _register_source(filename, source):
+    # lets tracebacks show the offending source lines of the candidate and the tests
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+
+
+def _trace_tail(exc):
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in (SOLUTION_FILE, TESTS_FILE)]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
+    lines += traceback.format_list(frames[-4:])
+    lines += traceback.format_exception_only(type(exc), exc)
+    text = "".join(lines)
+    # drop the ^^^~~~ marker lines: noise to a model, and they eat the length budget
+    kept = [ln for ln in text.splitlines() if ln.strip() and not set(ln.strip()) <= {"^", "~"}]
+    return "\n".join(kept[-TRACE_LINES:])
+
+
+def _test_line(exc):
+    """The line of the test code that was executing when `exc` was raised, if any."""
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == TESTS_FILE:
+            found = frame
+    if found is None:
+        return None
+    # a statement may span lines (HumanEval asserts often do): show all of it, on one line
+    end = getattr(found, "end_lineno", None) or found.lineno
+    source = linecache.getlines(TESTS_FILE)[found.lineno - 1 : end]
+    return " ".join(" ".join(source).split()) or (found.line or "").strip()
+
+
+def _main():
+    channel_fd = int(sys.argv[-1])
+    os.set_inheritable(channel_fd, False)  # children of the code under test do not inherit it
+    job = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    nonce = job.pop("nonce")
+    dumps, write, monotonic = json.dumps, os.write, time.monotonic
+    real_stdout, real_stderr, real_stdin = sys.stdout, sys.stderr, sys.stdin
+
+    def emit(record):
+        record["n"] = nonce
+        data = (dumps(record, default=repr) + "\n").encode("utf-8")
+        while data:
+            data = data[write(channel_fd, data) :]
+
+    def timed(limit, fn):
+        signal.signal(signal.SIGALRM, _on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, max(limit, 0.001))
+        try:
+            return fn()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def failure(i, exc, started, **extra):
+        elapsed = monotonic() - started
+        if isinstance(exc, _CaseTimeout):
+            return {"t": "case", "i": i, "status": "timeout", "line": _test_line(exc), "elapsed": elapsed, **extra}
+        if isinstance(exc, MemoryError):
+            return {"t": "case", "i": i, "status": "memory", "line": _test_line(exc), "elapsed": elapsed, **extra}
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in (SOLUTION_FILE, TESTS_FILE)]
+        in_tests = bool(frames) and frames[-1].filename == TESTS_FILE
+        status = "assert" if isinstance(exc, AssertionError) and in_tests else "error"
+        return {
+            "t": "case",
+            "i": i,
+            "status": status,
+            "error": _trace_tail(exc),
+            "exc_type": type(exc).__name__,
+            "line": _test_line(exc),
+            "elapsed": elapsed,
+            **extra,
+        }
+
+    fmt = job["format"]
+    per_case = float(job["time_limit_s"])
+    deadline = monotonic() + float(job["total_time_s"])
+    run_all = bool(job["run_all"])
+    code = job["code"]
+    emit({"t": "start"})
+    try:
+        solution = compile(code, SOLUTION_FILE, "exec")
+    except (SyntaxError, ValueError) as exc:
+        emit({"t": "compile", "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()})
+        emit({"t": "done"})
+        return
+    _register_source(SOLUTION_FILE, code)
+
+    if fmt == "stdio":
+        for i, text in enumerate(job["inputs"]):
+            if monotonic() >= deadline:
+                emit({"t": "case", "i": i, "status": "timeout", "elapsed": 0.0, "total": True})
+                break
+            out = io.BytesIO()
+            sys.stdin = io.TextIOWrapper(io.BytesIO(text.encode("utf-8")), encoding="utf-8")
+            out_wrapper = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+            sys.stdout = out_wrapper
+            started = monotonic()
+            record = None
+            try:
+                timed(min(per_case, deadline - started), lambda: exec(solution, {"__name__": "__main__", "__builtins__": builtins}))
+            except SystemExit as exc:
+                if exc.code not in (None, 0):
+                    record = failure(i, exc, started)
+            except BaseException as exc:  # noqa: BLE001 - every failure of the code is a result
+                record = failure(i, exc, started)
+            finally:
+                try:
+                    out_wrapper.flush()
+                    out_wrapper.detach()  # else closing the wrapper would close `out`
+                except BaseException:  # noqa: BLE001
+                    pass
+                sys.stdin, sys.stdout, sys.stderr = real_stdin, real_stdout, real_stderr
+            produced = out.getvalue().decode("utf-8", errors="replace") if not out.closed else ""
+            if record is None:
+                record = {"t": "case", "i": i, "status": "ok", "elapsed": monotonic() - started}
+            record["output"] = produced[:OUTPUT_CAP]
+            record["output_truncated"] = len(produced) > OUTPUT_CAP
+            emit(record)
+            if record["status"] != "ok" and not run_all:
+                break
+    else:
+        namespace = {"__name__": "solution", "__builtins__": builtins}
+        started = monotonic()
+        try:
+            timed(min(per_case, deadline - started), lambda: exec(solution, namespace))
+        except BaseException as exc:  # noqa: BLE001
+            sys.stdin, sys.stdout, sys.stderr = real_stdin, real_stdout, real_stderr
+            record = failure(0, exc, started)
+            record["t"] = "load"
+            emit(record)
+            emit({"t": "done"})
+            return
+        sys.stdin, sys.stdout, sys.stderr = real_stdin, real_stdout, real_stderr
+        if fmt == "functional":
+            fn_name = job["fn_name"]
+            for i, args in enumerate(job["inputs"]):
+                if monotonic() >= deadline:
+                    emit({"t": "case", "i": i, "status": "timeout", "elapsed": 0.0, "total": True})
+                    break
+                started = monotonic()
+
+                def call(args=args):
+                    cls = namespace.get("Solution")
+                    if isinstance(cls, type):
+                        target = getattr(cls(), fn_name)
+                    elif fn_name in namespace:
+                        target = namespace[fn_name]
+                    else:
+                        raise NameError(f"function {fn_name!r} is not defined")
+                    return target(*args)
+
+                try:
+                    value = timed(min(per_case, deadline - started), call)
+                    try:
+                        output = dumps(value)
+                        serialisable = True
+                    except (TypeError, ValueError):
+                        output, serialisable = repr(value), False
+                    record = {
+                        "t": "case",
+                        "i": i,
+                        "status": "ok",
+                        "output": output[:OUTPUT_CAP],
+                        "json": serialisable and len(output) <= OUTPUT_CAP,
+                        "elapsed": monotonic() - started,
+                    }
+                except BaseException as exc:  # noqa: BLE001
+                    record = failure(i, exc, started)
+                finally:
+                    sys.stdin, sys.stdout, sys.stderr = real_stdin, real_stdout, real_stderr
+                emit(record)
+                if record["status"] != "ok" and not run_all:
+                    break
+        else:  # assert: the test code defines check(candidate); HumanEval runs both in one namespace
+            tests = job["tests"]
+            _register_source(TESTS_FILE, tests)
+            started = monotonic()
+
+            def check():
+                exec(compile(tests, TESTS_FILE, "exec"), namespace)
+                entry = job["entry_point"]
+                if entry not in namespace:
+                    raise NameError(f"function {entry!r} is not defined")
+                namespace["check"](namespace[entry])
+
+            try:
+                timed(min(per_case, deadline - started), check)
+                record = {"t": "case", "i": 0, "status": "ok", "elapsed": monotonic() - started}
+            except BaseException as exc:  # noqa: BLE001
+                record = failure(0, exc, started)
+            finally:
+                sys.stdin, sys.stdout, sys.stderr = real_stdin, real_stdout, real_stderr
+            emit(record)
+    emit({"t": "done"})
+
+
+_main()

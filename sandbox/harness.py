@@ -1,0 +1,253 @@
+"""Runs one attempt's code against a `python_tests` spec: all cases in ONE sandboxed process.
+
+Protocol. The host starts `_driver.py` in the sandbox and sends it one JSON job on
+stdin: the code, the case inputs (never the expected outputs of stdio/functional
+cases), limits, and a fresh random nonce. The driver writes JSON-line records
+({start}, {compile}, {load}, {case i}, {done}) to a dedicated pipe (not stdout),
+each tagged with the nonce; the host ignores untagged lines and compares outputs
+with the expected values itself.
+
+What this resists: code printing fake result JSON (stdout is not the channel);
+code exiting early with status 0 (`sys.exit`, `os._exit`: no "done" record means
+failure, never a pass); for stdio/functional, ANY in-process tampering, because the
+sandbox never sees what the right output is, so a forged record still has to carry
+the right answer.
+What it does NOT guarantee: assert-style tests (HumanEval) run `check` inside the
+sandbox, in the same interpreter as the candidate, so a deliberately malicious
+candidate can find the channel fd and the nonce in its own memory and forge a pass.
+For those, a pass is "the tests passed unless the code attacked the harness".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import signal
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+from sandbox.errors import SandboxUnavailable
+from sandbox.runner import Runner, RunResult
+from sandbox.specs import PythonTestsSpec, parse_functional_args, parse_functional_output
+
+CaseStatus = Literal["passed", "wrong_answer", "runtime_error", "timeout", "memory"]
+_STARTUP_SLACK_S = 5.0  # interpreter start and teardown, on top of the spec's total time
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case as judged on the host. `index` is -1 for a failure while loading the code."""
+
+    index: int
+    status: CaseStatus
+    input: str | None = None  # displayable input; None for assert tests and load failures
+    output: str | None = None
+    expected: str | None = None
+    error: str | None = None  # traceback tail (runtime errors) or a short reason
+    line: str | None = None  # assert tests: the test line that failed
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class HarnessResult:
+    """All that ran of one attempt. `cases` holds only cases that ran, in order."""
+
+    total: int
+    cases: list[CaseResult] = field(default_factory=list)
+    compile_error: str | None = None
+    run: RunResult | None = None
+
+    @property
+    def passed(self) -> int:
+        return sum(c.status == "passed" for c in self.cases)
+
+    @property
+    def failures(self) -> list[CaseResult]:
+        return [c for c in self.cases if c.status != "passed"]
+
+    @property
+    def all_passed(self) -> bool:
+        return self.compile_error is None and self.passed == self.total
+
+
+@cache
+def driver_source() -> str:
+    return resources.files("sandbox").joinpath("_driver.py").read_text(encoding="utf-8")
+
+
+def run_tests(runner: Runner, spec: PythonTestsSpec, code: str) -> HarnessResult:
+    """Runs `code` against `spec` in one sandboxed process and judges every case that ran.
+
+    Raises SandboxUnavailable when the sandbox itself failed (bwrap setup, driver did
+    not start); anything the code does wrong is a result, not an exception.
+    """
+    nonce = secrets.token_hex(16)
+    if spec.format == "stdio":
+        inputs: list[Any] = [c.input for c in spec.cases]
+    elif spec.format == "functional":
+        inputs = [parse_functional_args(c.input) for c in spec.cases]
+    else:
+        inputs = []
+    job = {
+        "nonce": nonce,
+        "format": spec.format,
+        "code": code,
+        "inputs": inputs,
+        "tests": spec.tests,
+        "entry_point": spec.entry_point,
+        "fn_name": spec.fn_name,
+        "time_limit_s": spec.time_limit_s,
+        "total_time_s": spec.total_time_limit_s,
+        "run_all": spec.run_all_cases,
+    }
+    run = runner.run_python(
+        ["-c", driver_source()],
+        stdin=json.dumps(job).encode("utf-8"),
+        channel=True,
+        wall_timeout_s=spec.total_time_limit_s + _STARTUP_SLACK_S,
+    )
+    records = _records(run.channel, nonce)
+    total = 1 if spec.format == "assert" else len(spec.cases)
+    if not any(r.get("t") == "start" for r in records):
+        if run.timed_out:
+            # the interpreter never got going within the wall limit: the machine is overloaded
+            raise SandboxUnavailable(f"the test driver did not start within {run.wall_s:.1f}s")
+        raise SandboxUnavailable(f"the test driver did not start (exit {run.exit_code}): {run.stderr.strip()[:500]}")
+    cases: list[CaseResult] = []
+    for rec in records:
+        kind = rec.get("t")
+        if kind == "compile":
+            return HarnessResult(total=total, compile_error=str(rec.get("error", "")), run=run)
+        if kind == "load":
+            cases.append(_failure_case(-1, rec, None))
+        elif kind == "case":
+            cases.append(_judge(spec, inputs, rec))
+    if not any(r.get("t") == "done" for r in records):
+        # The process died mid-case (limit, crash, or the code exiting/killing itself).
+        ran = {c.index for c in cases}
+        nxt = 0 if spec.format == "assert" else next((i for i in range(total) if i not in ran), None)
+        if nxt is not None and not (cases and cases[-1].status != "passed" and not spec.run_all_cases):
+            cases.append(_death_case(spec, inputs, nxt, run))
+    return HarnessResult(total=total, cases=cases, run=run)
+
+
+def _records(channel: bytes, nonce: str) -> list[dict[str, Any]]:
+    out = []
+    for line in channel.splitlines():
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(rec, dict) and rec.get("n") == nonce:
+            out.append(rec)
+    return out
+
+
+def _display_input(spec: PythonTestsSpec, inputs: list[Any], i: int) -> str | None:
+    if spec.format == "stdio":
+        return str(inputs[i])
+    if spec.format == "functional":
+        return "\n".join(json.dumps(a) for a in inputs[i])
+    return None
+
+
+def _display_expected(spec: PythonTestsSpec, i: int) -> str | None:
+    if spec.format == "stdio":
+        return str(spec.cases[i].output)
+    if spec.format == "functional":
+        return json.dumps(parse_functional_output(spec.cases[i].output))
+    return None
+
+
+def _failure_case(i: int, rec: dict[str, Any], shown_input: str | None) -> CaseResult:
+    status = {"timeout": "timeout", "memory": "memory", "assert": "wrong_answer"}.get(rec.get("status", ""), "runtime_error")
+    return CaseResult(
+        index=i,
+        status=status,  # type: ignore[arg-type]
+        input=shown_input,
+        output=rec.get("output"),
+        error=rec.get("error"),
+        line=rec.get("line"),
+        elapsed_s=float(rec.get("elapsed", 0.0)),
+    )
+
+
+def _judge(spec: PythonTestsSpec, inputs: list[Any], rec: dict[str, Any]) -> CaseResult:
+    i = int(rec.get("i", 0))
+    if spec.format != "assert" and not 0 <= i < len(spec.cases):
+        return CaseResult(index=i, status="runtime_error", error="harness record for an unknown case")
+    shown = _display_input(spec, inputs, i)
+    if rec.get("status") != "ok":
+        return _failure_case(i, rec, shown)
+    elapsed = float(rec.get("elapsed", 0.0))
+    if spec.format == "assert":
+        return CaseResult(index=0, status="passed", elapsed_s=elapsed)
+    output = str(rec.get("output", ""))
+    expected = spec.cases[i].output
+    if spec.format == "stdio":
+        ok = stdio_match(output, str(expected), spec.float_tolerance) and not rec.get("output_truncated")
+    else:
+        ok = bool(rec.get("json")) and values_match(json.loads(output), parse_functional_output(expected), spec.float_tolerance)
+    return CaseResult(
+        index=i,
+        status="passed" if ok else "wrong_answer",
+        input=shown,
+        output=output,
+        expected=_display_expected(spec, i),
+        elapsed_s=elapsed,
+    )
+
+
+def _death_case(spec: PythonTestsSpec, inputs: list[Any], i: int, run: RunResult) -> CaseResult:
+    shown = _display_input(spec, inputs, i)
+    if run.timed_out:
+        return CaseResult(index=i, status="timeout", input=shown)
+    if run.memory_exceeded:
+        return CaseResult(index=i, status="memory", input=shown)
+    if run.killed_by_signal is not None:
+        name = signal.Signals(run.killed_by_signal).name if run.killed_by_signal in signal.valid_signals() else str(run.killed_by_signal)
+        reason = f"the process was killed by signal {name}"
+        if run.killed_by_signal == signal.SIGSEGV:
+            reason += " (segmentation fault, e.g. recursion too deep)"
+    else:
+        reason = f"the program exited (code {run.exit_code}) before the tests finished"
+    tail = "\n".join(run.stderr.strip().splitlines()[-6:])
+    return CaseResult(index=i, status="runtime_error", input=shown, error=f"{tail}\n{reason}".strip())
+
+
+def _num_close(a: float, b: float, tol: float) -> bool:
+    return math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+
+
+def stdio_match(output: str, expected: str, tol: float | None) -> bool:
+    """Whitespace-normalised comparison (token by token); numeric tokens within `tol` if given."""
+    got, want = output.split(), expected.split()
+    if got == want:
+        return True
+    if tol is None or len(got) != len(want):
+        return False
+    for g, w in zip(got, want, strict=True):
+        if g == w:
+            continue
+        try:
+            if not _num_close(float(g), float(w), tol):
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+def values_match(got: Any, want: Any, tol: float | None) -> bool:
+    """Structural equality of JSON values; bools are not numbers; floats within `tol` if given."""
+    if isinstance(got, bool) or isinstance(want, bool):
+        return type(got) is type(want) and got == want
+    if isinstance(got, (int, float)) and isinstance(want, (int, float)):
+        return got == want or (tol is not None and _num_close(float(got), float(want), tol))
+    if isinstance(got, list) and isinstance(want, list):
+        return len(got) == len(want) and all(values_match(g, w, tol) for g, w in zip(got, want, strict=True))
+    if isinstance(got, dict) and isinstance(want, dict):
+        return got.keys() == want.keys() and all(values_match(got[k], want[k], tol) for k in got)
+    return bool(got == want)

@@ -1,0 +1,480 @@
+"""Isolated execution of one Python process: bubblewrap namespaces, rlimits, timeouts, output caps.
+
+What a run gets (mode "bwrap"):
+  * new user, pid, net, ipc, uts, cgroup and mount namespaces (`--unshare-all`); no
+    network interface but loopback, so nothing on the host or beyond is reachable;
+  * a root made of read-only binds of the system directories (/usr and the /bin,
+    /lib* links) and of the Python runtime's prefix with its site-packages masked;
+    nothing else of the host: no /etc, /root, /home, /work, /var, host /tmp;
+  * a fresh /proc of its own pid namespace (other processes are invisible), a
+    minimal /dev, and private size-capped tmpfs at /tmp and at the work dir /sandbox;
+  * an empty environment except PATH, HOME, LANG;
+  * rlimits: CPU seconds, address space, processes, file size, open files, no core;
+  * when the runner is root, the whole tree runs as an unprivileged uid drawn from a
+    small pool (one uid per concurrent run), so RLIMIT_NPROC is enforced (the kernel
+    exempts uid 0 from it) and a namespace escape would land as nobody, not root;
+  * a wall-clock limit: bwrap's process group is SIGKILLed; `--die-with-parent` and
+    the pid namespace then take every descendant with it.
+
+Not guaranteed: protection against kernel exploits (no seccomp filter is loaded);
+CPU/memory fairness between concurrent runs (no cgroups); that two *processes*
+using runners at once draw distinct uids (the pool is per Python process).
+Mode "unsafe" applies the rlimits and the timeout but isolates NOTHING.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import resource
+import selectors
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.errors import SandboxUnavailable
+from sandbox.limits import SandboxLimits
+
+log = logging.getLogger(__name__)
+
+WORKDIR = "/sandbox"
+TRUNCATION_MARKER = "\n[... output truncated: {dropped} more bytes not shown ...]\n"
+_MIB = 1024 * 1024
+# Stdlib parts untrusted code never needs; left out of a staged runtime copy.
+_STAGE_SKIP = {"site-packages", "test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "__phello__"}
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of one sandboxed process (a plain record, no behaviour)."""
+
+    exit_code: int | None  # None when the process was killed by a signal
+    stdout: str
+    stderr: str
+    timed_out: bool  # the wall clock ran out (or RLIMIT_CPU fired) and the tree was killed
+    killed_by_signal: int | None
+    memory_exceeded: bool  # a hint: MemoryError / allocation failure seen; not a measurement
+    truncated: bool  # stdout, stderr or the channel lost bytes to the caps
+    wall_s: float
+    channel: bytes = b""  # the result channel's bytes (harness records), when requested
+
+
+class _UidPool:
+    """Hands out distinct unprivileged uids to concurrent runs of this process.
+
+    First in, first out: a uid just released may still own processes that the kernel has
+    not finished reaping, and they count against RLIMIT_NPROC of the next run with that
+    uid. Rotating through the whole pool gives them time to go."""
+
+    def __init__(self, first: int, size: int) -> None:
+        self._free = collections.deque(range(first, first + size))
+        self._cond = threading.Condition()
+
+    def acquire(self) -> int:
+        with self._cond:
+            while not self._free:
+                self._cond.wait()
+            return self._free.popleft()
+
+    def release(self, uid: int) -> None:
+        with self._cond:
+            self._free.append(uid)
+            self._cond.notify()
+
+
+# Host uids need no passwd entry. Each process takes its own block (by pid) so that two
+# services on one host rarely share a uid, and with it a process limit.
+_UID_POOL = _UidPool(first=200_000 + (os.getpid() % 4096) * 64, size=64)
+_UNSAFE_WARNED = False
+_WARN_LOCK = threading.Lock()
+_STAGE_LOCK = threading.Lock()
+
+
+def _warn_unsafe_once() -> None:
+    global _UNSAFE_WARNED
+    with _WARN_LOCK:
+        if not _UNSAFE_WARNED:
+            _UNSAFE_WARNED = True
+            log.warning(
+                "SANDBOX MODE IS UNSAFE: model-written code runs WITHOUT isolation "
+                "(host filesystem, network and environment are reachable). Never use this "
+                "outside a throwaway development machine."
+            )
+
+
+def _world_accessible(path: Path) -> bool:
+    """True when every directory up to `path` is traversable by any uid and `path` is readable."""
+    p = path
+    while True:
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH:
+            return False
+        if p == p.parent:
+            return True
+        p = p.parent
+
+
+class Runner:
+    """Runs a Python interpreter under the configured isolation.
+
+    Thread-safe: `run_python` may be called from several threads at once (each
+    run is its own process tree). One probe of bubblewrap happens on first use;
+    if it fails every later call raises `SandboxUnavailable` too.
+    """
+
+    def __init__(
+        self,
+        limits: SandboxLimits | None = None,
+        *,
+        bwrap: str = "bwrap",
+        python: str | None = None,
+        runtime_cache_dir: str | os.PathLike[str] = "/var/cache/tta-sandbox",
+    ) -> None:
+        self.limits = limits or SandboxLimits()
+        self._bwrap = bwrap
+        self._python = Path(os.path.realpath(python or sys.executable))
+        self._runtime_cache_dir = Path(runtime_cache_dir)
+        self._probe_lock = threading.Lock()
+        self._probe_error: str | None = None
+        self._probed = False
+        self._runtime_bind: tuple[Path, Path] | None = None  # (source on host, destination in sandbox)
+
+    # ---- public -------------------------------------------------------------------------
+
+    def run_python(
+        self, args: Sequence[str], *, stdin: bytes = b"", channel: bool = False, wall_timeout_s: float | None = None
+    ) -> RunResult:
+        """Run `python -I -S -B <args>` isolated; `stdin` is fed from an anonymous file.
+
+        With `channel=True` a pipe is opened whose write end the process inherits;
+        its fd number is appended to `args`, and what is written to it comes back
+        in `RunResult.channel` (capped at `limits.channel_cap_bytes`). `wall_timeout_s`
+        may only shorten `limits.wall_timeout_s` for this run.
+        Raises SandboxUnavailable when isolation cannot be provided (mode "bwrap").
+        """
+        limits = self.limits
+        if limits.mode == "unsafe":
+            _warn_unsafe_once()
+        else:
+            self._ensure_bwrap()
+        uid = _UID_POOL.acquire() if (limits.mode == "bwrap" and os.geteuid() == 0) else None
+        try:
+            wall = self.limits.wall_timeout_s if wall_timeout_s is None else min(wall_timeout_s, self.limits.wall_timeout_s)
+            return self._run(list(args), stdin, channel, uid, wall)
+        finally:
+            if uid is not None:
+                _UID_POOL.release(uid)
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    def _ensure_bwrap(self) -> None:
+        with self._probe_lock:
+            if not self._probed:
+                self._probe_error = self._probe()
+                self._probed = True
+        if self._probe_error is not None:
+            raise SandboxUnavailable(self._probe_error)
+
+    def _probe(self) -> str | None:
+        """Returns why bwrap cannot isolate, or None when it can."""
+        if shutil.which(self._bwrap) is None:
+            return (
+                f"bubblewrap ({self._bwrap!r}) is not installed; refusing to run untrusted code. "
+                "Install bubblewrap, or set TTA_SANDBOX=unsafe on a throwaway machine."
+            )
+        uid = _UID_POOL.acquire() if os.geteuid() == 0 else None
+        try:
+            result = self._run(["-c", "print('ok')"], b"", False, uid, self.limits.wall_timeout_s)
+        except OSError as exc:
+            return f"bubblewrap could not be started: {exc}"
+        finally:
+            if uid is not None:
+                _UID_POOL.release(uid)
+        if result.exit_code != 0 or result.stdout.strip() != "ok":
+            return f"bubblewrap cannot create its namespaces here (exit {result.exit_code}): {result.stderr.strip()[:500]}"
+        return None
+
+    def _runtime(self) -> tuple[Path, Path]:
+        """(host source, sandbox destination) of the Python prefix to bind, staging a copy if needed."""
+        if self._runtime_bind is not None:
+            return self._runtime_bind
+        prefix = self._python.parent.parent
+        if os.geteuid() != 0 or _world_accessible(prefix / "lib"):
+            self._runtime_bind = (prefix, prefix)
+        else:
+            # The runtime lives where the sandbox uid cannot read it (e.g. under /root with
+            # pyenv). Stage a world-readable copy once, hard-linked where possible.
+            self._runtime_bind = (self._stage_runtime(prefix), prefix)
+        return self._runtime_bind
+
+    def _stage_runtime(self, prefix: Path) -> Path:
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        digest = hashlib.sha256(f"{prefix}\0{sys.version}".encode()).hexdigest()[:12]
+        tag = f"python{version}-{digest}"
+        dest = self._runtime_cache_dir / tag
+        with _STAGE_LOCK:
+            if (dest / ".complete").exists():
+                return dest
+            self._runtime_cache_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self._runtime_cache_dir, 0o755)
+            tmp = Path(tempfile.mkdtemp(dir=self._runtime_cache_dir))
+            os.chmod(tmp, 0o755)
+            (tmp / "bin").mkdir(mode=0o755)
+            _link_or_copy(self._python, tmp / "bin" / self._python.name)
+            (tmp / "lib").mkdir(mode=0o755)
+            libdir = prefix / "lib"
+            for entry in libdir.iterdir():
+                if entry.name.startswith("libpython") and entry.is_file():
+                    _link_or_copy(entry, tmp / "lib" / entry.name)
+            stdlib = Path(sysconfig.get_paths()["stdlib"])
+            if stdlib.parent != libdir:
+                raise SandboxUnavailable(f"unexpected Python layout: stdlib {stdlib} not under {libdir}")
+            shutil.copytree(
+                stdlib,
+                tmp / "lib" / stdlib.name,
+                ignore=lambda _d, names: [n for n in names if n in _STAGE_SKIP or n.startswith("config-")],
+                copy_function=_link_or_copy,
+                symlinks=True,
+            )
+            for root, dirs, _files in os.walk(tmp):
+                for d in dirs:
+                    os.chmod(os.path.join(root, d), 0o755)
+            (tmp / ".complete").touch()
+            if dest.exists():
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+            return dest
+
+    def _bwrap_argv(self) -> list[str]:
+        lim = self.limits
+        src, dst = self._runtime()
+        argv = [
+            self._bwrap,
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--uid", "65534", "--gid", "65534",
+            "--hostname", "sandbox",
+            "--die-with-parent",
+            "--new-session",
+            "--clearenv",
+            "--setenv", "PATH", "/usr/bin:/bin",
+            "--setenv", "HOME", WORKDIR,
+            "--setenv", "LANG", "C.UTF-8",
+            "--ro-bind", "/usr", "/usr",
+        ]  # fmt: skip
+        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(top):
+                argv += ["--symlink", os.readlink(top), top]
+            elif os.path.isdir(top):
+                argv += ["--ro-bind", top, top]
+        if not str(dst).startswith("/usr/"):
+            argv += ["--ro-bind", str(src), str(dst)]
+            # the interpreter's own site-packages are not for untrusted code (-S already keeps
+            # them off sys.path; masking them also keeps them unreadable)
+            site = Path(sysconfig.get_paths()["stdlib"]) / "site-packages"
+            if site.is_relative_to(dst) and (src / site.relative_to(dst)).exists():
+                argv += ["--tmpfs", str(site)]
+        size = str(lim.tmpfs_mb * _MIB)
+        argv += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--size", size, "--tmpfs", "/tmp",
+            "--size", size, "--tmpfs", WORKDIR,
+            "--chdir", WORKDIR,
+            "--remount-ro", "/",
+            str(dst / "bin" / self._python.name) if not str(dst).startswith("/usr/") else str(self._python),
+        ]  # fmt: skip
+        return argv
+
+    # ---- execution ------------------------------------------------------------------------
+
+    def _preexec(self) -> None:
+        # Runs in the child after the uid switch, before exec: only async-safe setrlimit calls.
+        lim = self.limits
+        cpu = lim.cpu_s
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+        mem = lim.memory_mb * _MIB
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        fsize = lim.max_file_mb * _MIB
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim.max_open_files, lim.max_open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if self.limits.mode == "bwrap":
+            resource.setrlimit(resource.RLIMIT_NPROC, (lim.max_processes, lim.max_processes))
+
+    def _run(self, args: list[str], stdin: bytes, channel: bool, uid: int | None, wall_s: float) -> RunResult:
+        lim = self.limits
+        py_flags = ["-I", "-S", "-B", "-X", "utf8"]
+        chan_r = chan_w = -1
+        if channel:
+            chan_r, chan_w = os.pipe()
+            args = [*args, str(chan_w)]
+        with tempfile.TemporaryFile() as stdin_file, tempfile.TemporaryDirectory(prefix="tta-unsafe-") as tmpdir:
+            stdin_file.write(stdin)
+            stdin_file.seek(0)
+            if lim.mode == "bwrap":
+                argv = [*self._bwrap_argv(), *py_flags, *args]  # the uid is applied by subprocess (user=)
+                env = {"PATH": "/usr/bin:/bin"}
+                cwd = "/"
+            else:
+                argv = [str(self._python), *py_flags, *args]
+                env = {"PATH": "/usr/bin:/bin", "HOME": tmpdir, "LANG": "C.UTF-8"}
+                cwd = tmpdir
+            start = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=stdin_file,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=(chan_w,) if channel else (),
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,
+                    user=uid,
+                    group=uid,
+                    extra_groups=[] if uid is not None else None,
+                    preexec_fn=self._preexec,
+                )
+            except BaseException:
+                if channel:
+                    os.close(chan_r)
+                    os.close(chan_w)
+                raise
+            if channel:
+                os.close(chan_w)
+            streams = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}  # type: ignore[union-attr]
+            if channel:
+                streams[chan_r] = "channel"
+            caps = {"stdout": lim.output_cap_bytes, "stderr": lim.output_cap_bytes, "channel": lim.channel_cap_bytes}
+            bufs, dropped, timed_out = _pump(proc, streams, caps, start + wall_s)
+            if channel:
+                os.close(chan_r)
+            proc.stdout.close()  # type: ignore[union-attr]
+            proc.stderr.close()  # type: ignore[union-attr]
+            rc = proc.wait()
+            wall = time.monotonic() - start
+        return _result(lim.mode, rc, bufs, dropped, timed_out, wall)
+
+
+def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    src_path = Path(src)
+    if src_path.stat().st_mode & stat.S_IROTH:
+        try:
+            os.link(src_path, dst)
+            return
+        except OSError:
+            pass
+    shutil.copy2(src_path, dst)
+    os.chmod(dst, 0o755 if os.access(src_path, os.X_OK) else 0o644)
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    # bwrap leads its own process group (start_new_session); the sandbox's pid 1 dies with
+    # it (--die-with-parent) and takes the pid namespace along. In unsafe mode a child that
+    # called setsid() escapes this; that mode promises no containment.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _pump(
+    proc: subprocess.Popen[bytes], streams: dict[int, str], caps: dict[str, int], deadline: float
+) -> tuple[dict[str, bytearray], dict[str, int], bool]:
+    """Reads all streams incrementally until EOF, keeping at most `caps` bytes of each."""
+    bufs = {name: bytearray() for name in streams.values()}
+    dropped = dict.fromkeys(streams.values(), 0)
+    timed_out = False
+    killed_at: float | None = None
+    sel = selectors.DefaultSelector()
+    for fd in streams:
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if killed_at is None and now >= deadline:
+                timed_out = True
+                _kill_tree(proc)
+                killed_at = now
+            if killed_at is not None and now - killed_at > 2.0:
+                break  # something outside the tree still holds a pipe (unsafe mode only)
+            wait = 0.2 if killed_at is not None else max(0.0, min(deadline - now, 1.0))
+            for key, _ in sel.select(timeout=wait):
+                fd = key.fd
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                name = streams[fd]
+                if not data:
+                    sel.unregister(fd)
+                    continue
+                room = caps[name] - len(bufs[name])
+                if room > 0:
+                    bufs[name] += data[:room]
+                dropped[name] += max(0, len(data) - max(room, 0))
+    finally:
+        sel.close()
+    if killed_at is None:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_tree(proc)
+    else:
+        _kill_tree(proc)
+    return bufs, dropped, timed_out
+
+
+_MEMORY_HINTS = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
+
+
+def _decode(buf: bytearray, dropped: int) -> str:
+    text = buf.decode("utf-8", errors="replace")
+    if dropped:
+        text += TRUNCATION_MARKER.format(dropped=dropped)
+    return text
+
+
+def _result(
+    mode: str, rc: int, bufs: dict[str, bytearray], dropped: dict[str, int], timed_out: bool, wall: float
+) -> RunResult:
+    signum: int | None = None
+    exit_code: int | None = rc
+    if rc < 0:
+        signum, exit_code = -rc, None
+    elif mode == "bwrap" and rc > 128 and rc - 128 < 65:
+        # bwrap reports a signal-killed child as 128 + signal number
+        signum, exit_code = rc - 128, None
+    if signum == signal.SIGXCPU:
+        timed_out = True  # RLIMIT_CPU ran out: a time limit, not a crash
+    stderr = _decode(bufs["stderr"], dropped["stderr"])
+    memory = any(h in stderr for h in _MEMORY_HINTS)
+    return RunResult(
+        exit_code=exit_code,
+        stdout=_decode(bufs["stdout"], dropped["stdout"]),
+        stderr=stderr,
+        timed_out=timed_out,
+        killed_by_signal=signum,
+        memory_exceeded=memory,
+        truncated=any(dropped.values()),
+        wall_s=wall,
+        channel=bytes(bufs.get("channel", b"")),
+    )
