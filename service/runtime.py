@@ -65,3 +65,36 @@ def load_model(settings: Settings) -> LoadedModel:
         tok.pad_token = tok.eos_token
     log.info("loaded %s on %s in %s", resolved.name, device, dtype)
     return LoadedModel(resolved=resolved, model=model, tokenizer=tok, device=device, dtype=dtype)
+
+
+def build_verifier(settings: Settings):
+    """In-process sandbox, or the remote sandbox service when TTA_SANDBOX_URL is set."""
+    from functools import partial
+
+    from sandbox.limits import SandboxLimits
+    from sandbox.verifiers import verify_many
+
+    if settings.sandbox_url:
+        from sandbox.client import RemoteVerifier
+
+        return RemoteVerifier(settings.sandbox_url).verify_many
+    return partial(verify_many, limits=SandboxLimits(mode=settings.sandbox))
+
+
+def build_solver_deps(settings: Settings, lm: LoadedModel | None = None):
+    """Everything a `Solver` needs, built once per process."""
+    from adapters.lifecycle import AdapterPool
+    from adapters.trainer import SDPOTrainer
+    from service.engines import select_engine
+    from service.solver import SolverDeps
+
+    lm = lm or load_model(settings)
+    pool = AdapterPool(lm.model)
+    return SolverDeps(
+        model_name=lm.resolved.name,
+        tokenizer=lm.tokenizer,
+        pool=pool,
+        trainer=SDPOTrainer(pool, lm.device),
+        engine=select_engine(settings, lm, pool),
+        verify=build_verifier(settings),
+    )

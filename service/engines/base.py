@@ -1,0 +1,44 @@
+"""The one interface every generation backend implements.
+
+Prompts arrive as token ids, already rendered with the model's chat template by
+`service.prompts`: the engine never re-renders them, so generation and SDPO training see
+exactly the same tokens whatever the backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from adapters.lifecycle import Adapter
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """`n` completions per prompt. temperature 0 = greedy. `seed` makes a call
+    reproducible on the same engine, model and thread count."""
+
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]  # sampled tokens, including the end-of-turn token if one was produced
+    logprobs: list[float]  # log-probability of each sampled token under the sampling distribution
+    finish_reason: Literal["stop", "length"]
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(
+        self, prompts: list[list[int]], adapter: Adapter | None, sampling: SamplingParams
+    ) -> list[list[Completion]]:
+        """`sampling.n` completions for each prompt (outer list follows `prompts`).
+        `adapter=None` samples the base model."""
+        ...

@@ -1,0 +1,16 @@
+"""Chat messages -> token ids, with the model's own chat template (one renderer for all)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def messages(question: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return msgs + [{"role": "user", "content": question}]
+
+
+def render(tokenizer: Any, msgs: list[dict[str, str]]) -> list[int]:
+    """Token ids of `msgs` followed by the assistant turn's opening, ready to generate."""
+    text = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    return list(tokenizer(text, add_special_tokens=False).input_ids)

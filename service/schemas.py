@@ -1,0 +1,174 @@
+"""The public contract: what a client sends (problem files and HTTP bodies alike) and
+what a solve returns. Every field is documented here, where it is defined."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sandbox.specs import VerifierSpec
+
+Strategy = Literal["sdpo", "best_of_k", "multi_turn"]
+JobStatus = Literal["queued", "running", "solved", "exhausted", "cancelled", "failed"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(_Model):
+    question: str = Field(
+        min_length=1, max_length=100_000, description="The task, as the user turn the model sees."
+    )
+    system_prompt: str | None = Field(
+        None, max_length=20_000, description="Optional system turn (default: the model's own)."
+    )
+
+
+class Budget(_Model):
+    max_attempts: int = Field(32, ge=1, le=4096, description="Sampled completions in total, all rounds.")
+    max_rounds: int | None = Field(None, ge=1, le=1000, description="Rounds of generate -> verify (-> train).")
+    deadline_s: float | None = Field(
+        None, gt=0, le=86_400, description="Wall-clock limit in seconds; checked between phases."
+    )
+
+
+class Sampling(_Model):
+    n: int = Field(8, ge=1, le=64, description="Attempts per round (the last round may sample fewer).")
+    temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(512, ge=1, le=8192, description="Per attempt; longer answers are cut and marked.")
+
+
+class LoraOptions(_Model):
+    rank: int = Field(16, ge=1, le=256, description="LoRA rank r.")
+    alpha: int = Field(32, ge=1, le=1024, description="LoRA scaling numerator (scale = alpha / rank).")
+    targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="Names of the linear layers that carry the adapter.",
+    )
+
+
+class SdpoOptions(_Model):
+    steps: int = Field(4, ge=0, le=64, description="Gradient steps after each failed round.")
+    lr: float = Field(3e-4, gt=0, le=1e-2, description="AdamW learning rate (constant).")
+    alpha: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Divergence: 0 = forward KL(teacher||student), 1 = reverse KL, between = generalised JSD.",
+    )
+    top_k: int | None = Field(
+        100, ge=1, le=1_000_000, description="Distil over the student's top-k tokens plus a tail bucket; null = full vocabulary."
+    )
+    token_level: bool = Field(
+        False, description="Reverse KL estimated on the sampled tokens only (cheaper, noisier); ignores alpha and top_k."
+    )
+    teacher_ema: float = Field(
+        0.05, gt=0.0, le=1.0,
+        description="EMA rate of the teacher's LoRA weights per step; 1.0 = teacher is the student at round start.",
+    )
+    is_clip: float | None = Field(2.0, gt=0, description="Clip of the importance ratio when steps reuse samples.")
+    replay_rounds: int = Field(
+        0, ge=0, le=16, description="Also distil the failures of this many earlier rounds."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+
+
+class SolveRequest(_Model):
+    """A problem, how to check it, and how to search for a solution."""
+
+    problem: Problem
+    verifier: VerifierSpec
+    strategy: Strategy = Field("sdpo", description="sdpo | best_of_k | multi_turn (DESIGN §1).")
+    budget: Budget = Field(default_factory=Budget)
+    sampling: Sampling = Field(default_factory=Sampling)
+    sdpo: SdpoOptions = Field(default_factory=SdpoOptions)
+    multi_turn_mode: Literal["feedback_only", "conversation"] = Field(
+        "feedback_only",
+        description="multi_turn only: prompt = question + all feedback so far, or the full conversation.",
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Same seed, same model, same engine: same attempts.")
+
+
+class ProblemFile(SolveRequest):
+    """A problem file for `tta solve` (YAML or JSON): a SolveRequest plus free metadata."""
+
+    meta: dict[str, Any] = Field(
+        default_factory=dict, description="Free-form notes: name, source, measured base pass rate, ..."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _question_shorthand(cls, data: Any) -> Any:
+        # Files may say `question:` at the top level instead of `problem: {question: ...}`.
+        if isinstance(data, dict) and "question" in data and "problem" not in data:
+            data = dict(data)
+            data["problem"] = {"question": data.pop("question")}
+            if "system_prompt" in data:
+                data["problem"]["system_prompt"] = data.pop("system_prompt")
+        return data
+
+
+# ---- results ------------------------------------------------------------------------
+
+
+class AttemptRecord(_Model):
+    index: int = Field(description="0-based, across the whole job.")
+    round: int
+    conversation: int = Field(0, description="multi_turn: which conversation produced it.")
+    text: str
+    tokens: int
+    truncated: bool = Field(description="Cut at max_new_tokens.")
+    verdict: Literal["pass", "fail", "error"]
+    score: float
+    passed_cases: int
+    total_cases: int
+    feedback: str
+    kind: str = Field(description="Failure kind: wrong_answer, runtime_error, timeout, format, ...")
+
+
+class RoundTimings(_Model):
+    generate_s: float = 0.0
+    verify_s: float = 0.0
+    train_s: float = 0.0
+
+
+class TrainStats(_Model):
+    steps: int
+    step_divergence: list[float]
+    loss_before: float | None = Field(description="Student-teacher divergence before the first step.")
+    loss_after: float | None = Field(description="Divergence of the weights kept after the round.")
+    kept_step: int
+    collapsed: bool
+    tokens: int
+    samples: int
+
+
+class RoundRecord(_Model):
+    round: int
+    attempts: list[int] = Field(description="Indices of this round's attempts.")
+    passes: int
+    adapter_version: int | None = None
+    train: TrainStats | None = None
+    timings: RoundTimings = Field(default_factory=RoundTimings)
+
+
+class SolveResult(_Model):
+    status: JobStatus
+    reason: str | None = Field(None, description="Why the job ended (always set unless solved).")
+    strategy: Strategy
+    model: str
+    engine: str
+    seed: int
+    solution: str | None = Field(None, description="The first passing attempt's text.")
+    solved_attempt: int | None = None
+    attempts_used: int
+    rounds: list[RoundRecord]
+    attempts: list[AttemptRecord]
+    templates: dict[str, str]
+    timings: RoundTimings = Field(description="Totals over all rounds.")
+    wall_s: float
+    tokens_generated: int

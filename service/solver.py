@@ -1,0 +1,260 @@
+"""The solve loop: generate -> verify -> feedback, for the three strategies on equal terms.
+
+One loop, one attempt counter, one budget check; the strategies differ only in how a
+round's prompts are built and what happens between rounds (DESIGN §1):
+
+  sdpo        n samples from base + this job's LoRA; SDPO steps on the round's failures
+  best_of_k   n independent samples from the base model; nothing between rounds
+  multi_turn  n conversations, one sample each; the feedback is appended in context
+
+The loop is engine-agnostic (it talks to `Engine`) and model-agnostic (prompts are
+rendered with the model's own chat template by `service.prompts`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from adapters.lifecycle import Adapter, AdapterPool, LoraSpec
+from adapters.sdpo import LossConfig
+from adapters.trainer import DistillSample, SDPOTrainer, TrainConfig
+from sandbox.specs import VerifierSpec
+from service import prompts, templates
+from service.engines.base import Completion, Engine, SamplingParams
+from service.schemas import (
+    AttemptRecord,
+    RoundRecord,
+    RoundTimings,
+    SolveRequest,
+    SolveResult,
+    TrainStats,
+)
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+class Verifier(Protocol):
+    """`sandbox.verify_many`, or the remote sandbox client's method of the same shape."""
+
+    def __call__(self, spec: VerifierSpec, responses: list[str], truncated: list[bool]) -> list[Any]: ...
+
+
+@dataclass
+class SolverDeps:
+    """What a solve needs from the process: one model, its adapters, an engine, a verifier."""
+
+    model_name: str
+    tokenizer: Any
+    pool: AdapterPool
+    trainer: SDPOTrainer
+    engine: Engine
+    verify: Verifier
+
+
+@dataclass
+class _State:
+    """Everything a job has accumulated; enough to resume it after its last round."""
+
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    rounds: list[RoundRecord] = field(default_factory=list)
+    # per attempt: the completion's tokens (needed to distil it later)
+    tokens: list[list[int]] = field(default_factory=list)
+    # multi_turn: per conversation, the feedback so far / the message history
+    conversations: list[list[dict[str, str]]] = field(default_factory=list)
+    feedback: list[list[str]] = field(default_factory=list)
+
+
+def train_config(req: SolveRequest) -> TrainConfig:
+    o = req.sdpo
+    return TrainConfig(
+        steps=o.steps,
+        lr=o.lr,
+        loss=LossConfig(alpha=o.alpha, top_k=o.top_k, token_level=o.token_level, is_clip=o.is_clip),
+        teacher_ema=o.teacher_ema,
+        micro_batch=o.micro_batch,
+        max_grad_norm=o.max_grad_norm,
+    )
+
+
+def lora_spec(req: SolveRequest) -> LoraSpec:
+    lo = req.sdpo.lora
+    return LoraSpec(rank=lo.rank, alpha=lo.alpha, targets=tuple(lo.targets))
+
+
+def round_seed(seed: int, rnd: int) -> int:
+    return (seed * 1_000_003 + rnd * 7919) % (2**31 - 1)
+
+
+class Solver:
+    def __init__(self, deps: SolverDeps) -> None:
+        self.d = deps
+
+    def solve(
+        self,
+        req: SolveRequest,
+        *,
+        job_id: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> SolveResult:
+        """Run the loop until an attempt passes or the budget is spent. Never raises for
+        a problem inside the loop: the result says `failed` with the reason instead."""
+        job_id = job_id or uuid.uuid4().hex
+        emit = on_event or (lambda e: None)
+        is_cancelled = cancelled or (lambda: False)
+        st = _State()
+        t0 = time.monotonic()
+        adapter: Adapter | None = None
+        status, reason = "exhausted", None
+        try:
+            if req.strategy == "sdpo":
+                adapter = self.d.pool.create(job_id, lora_spec(req), seed=req.seed)
+            status, reason = self._loop(req, st, adapter, t0, emit, is_cancelled)
+        except Exception as exc:  # the job must end with a reason, never silently
+            log.exception("job %s failed", job_id)
+            status, reason = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            if adapter is not None:
+                self.d.pool.delete(adapter)
+        result = self._result(req, st, status, reason, t0)
+        emit({"type": "done", "status": result.status, "reason": result.reason,
+              "attempts_used": result.attempts_used, "solved_attempt": result.solved_attempt})
+        return result
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _loop(self, req, st: _State, adapter, t0, emit, is_cancelled) -> tuple[str, str | None]:
+        b, s = req.budget, req.sampling
+        student_prompt = prompts.render(self.d.tokenizer, prompts.messages(req.problem.question, req.problem.system_prompt))
+        while True:
+            used = len(st.attempts)
+            if used >= b.max_attempts:
+                return "exhausted", f"attempt budget spent ({b.max_attempts} attempts, none passed)"
+            if b.max_rounds is not None and len(st.rounds) >= b.max_rounds:
+                return "exhausted", f"round budget spent ({b.max_rounds} rounds, none passed)"
+            if b.deadline_s is not None and time.monotonic() - t0 >= b.deadline_s:
+                return "exhausted", f"deadline of {b.deadline_s:g} s passed after {used} attempts"
+            if is_cancelled():
+                return "cancelled", "cancelled by request"
+
+            rnd = len(st.rounds)
+            n = min(s.n, b.max_attempts - used)
+            emit({"type": "round_start", "round": rnd, "attempts_used": used, "n": n})
+            timings = RoundTimings()
+
+            t = time.monotonic()
+            batch, conv_of = self._generate(req, st, adapter, student_prompt, rnd, n)
+            timings.generate_s = time.monotonic() - t
+
+            t = time.monotonic()
+            verdicts = self.d.verify(req.verifier, [c.text for c in batch], [c.finish_reason == "length" for c in batch])
+            timings.verify_s = time.monotonic() - t
+
+            indices = []
+            for c, v, conv in zip(batch, verdicts, conv_of):
+                idx = len(st.attempts)
+                indices.append(idx)
+                st.tokens.append(c.token_ids)
+                st.attempts.append(AttemptRecord(
+                    index=idx, round=rnd, conversation=conv, text=c.text, tokens=len(c.token_ids),
+                    truncated=c.finish_reason == "length", verdict=v.verdict, score=v.score,
+                    passed_cases=v.passed, total_cases=v.total, feedback=v.feedback, kind=v.kind,
+                ))
+            passes = sum(1 for i in indices if st.attempts[i].verdict == "pass")
+            record = RoundRecord(round=rnd, attempts=indices, passes=passes, timings=timings,
+                                 adapter_version=adapter.version if adapter else None)
+            st.rounds.append(record)
+            emit({"type": "verified", "round": rnd, "attempts_used": len(st.attempts), "passes": passes,
+                  "kinds": [st.attempts[i].kind for i in indices]})
+            if passes:
+                return "solved", None
+
+            more_to_come = len(st.attempts) < b.max_attempts and (b.max_rounds is None or len(st.rounds) < b.max_rounds)
+            if req.strategy == "sdpo" and adapter is not None and more_to_come and req.sdpo.steps > 0:
+                emit({"type": "training", "round": rnd, "steps": req.sdpo.steps})
+                t = time.monotonic()
+                record.train = self._train(req, st, adapter, rnd)
+                timings.train_s = time.monotonic() - t
+                record.adapter_version = adapter.version
+                emit({"type": "trained", "round": rnd, "loss_before": record.train.loss_before,
+                      "loss_after": record.train.loss_after, "collapsed": record.train.collapsed})
+            elif req.strategy == "multi_turn":
+                self._extend_conversations(req, st, batch, indices, conv_of)
+
+    def _generate(self, req, st: _State, adapter, student_prompt, rnd, n) -> tuple[list[Completion], list[int]]:
+        s = req.sampling
+        params = dict(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                      seed=round_seed(req.seed, rnd))
+        if req.strategy != "multi_turn":
+            out = self.d.engine.generate([student_prompt], adapter if req.strategy == "sdpo" else None,
+                                         SamplingParams(n=n, **params))[0]
+            return out, [0] * len(out)
+        if not st.conversations:
+            base = prompts.messages(req.problem.question, req.problem.system_prompt)
+            st.conversations = [list(base) for _ in range(s.n)]
+            st.feedback = [[] for _ in range(s.n)]
+        convs = list(range(n))
+        rendered = [prompts.render(self.d.tokenizer, self._conversation_messages(req, st, i)) for i in convs]
+        out = self.d.engine.generate(rendered, None, SamplingParams(n=1, **params))
+        return [o[0] for o in out], convs
+
+    def _conversation_messages(self, req, st: _State, i: int) -> list[dict[str, str]]:
+        if req.multi_turn_mode == "conversation":
+            return st.conversations[i]
+        text = templates.multi_turn_feedback_only(req.problem.question, st.feedback[i])
+        return prompts.messages(text, req.problem.system_prompt)
+
+    def _extend_conversations(self, req, st: _State, batch, indices, conv_of) -> None:
+        for c, idx, i in zip(batch, indices, conv_of):
+            fb = st.attempts[idx].feedback
+            st.feedback[i].append(fb)
+            st.conversations[i] += [
+                {"role": "assistant", "content": c.text},
+                {"role": "user", "content": templates.MULTI_TURN_NEXT_TURN.format(feedback=fb)},
+            ]
+
+    def _train(self, req, st: _State, adapter: Adapter, rnd: int) -> TrainStats:
+        first = max(0, rnd - req.sdpo.replay_rounds)
+        student_prompt = prompts.render(self.d.tokenizer, prompts.messages(req.problem.question, req.problem.system_prompt))
+        samples = []
+        for rec in st.rounds[first : rnd + 1]:
+            for idx in rec.attempts:
+                a = st.attempts[idx]
+                if a.verdict == "pass" or not st.tokens[idx]:
+                    continue  # a passing attempt is not reprompted
+                teacher_msgs = prompts.messages(templates.reprompt(req.problem.question, a.feedback), req.problem.system_prompt)
+                samples.append(DistillSample(
+                    student_prompt=student_prompt,
+                    teacher_prompt=prompts.render(self.d.tokenizer, teacher_msgs),
+                    response=st.tokens[idx],
+                ))
+        with self.d.pool.lock:
+            rep = self.d.trainer.train_round(adapter, samples, train_config(req))
+        nan = lambda x: None if x != x else x  # noqa: E731  (NaN -> null in JSON)
+        return TrainStats(
+            steps=len(rep.step_divergence), step_divergence=rep.step_divergence,
+            loss_before=nan(rep.loss_before), loss_after=nan(rep.loss_after), kept_step=rep.kept_step,
+            collapsed=rep.collapsed, tokens=rep.tokens, samples=len(samples),
+        )
+
+    # -- result ------------------------------------------------------------------------------
+    def _result(self, req, st: _State, status, reason, t0) -> SolveResult:
+        solved = next((a for a in st.attempts if a.verdict == "pass"), None)
+        totals = RoundTimings(
+            generate_s=sum(r.timings.generate_s for r in st.rounds),
+            verify_s=sum(r.timings.verify_s for r in st.rounds),
+            train_s=sum(r.timings.train_s for r in st.rounds),
+        )
+        return SolveResult(
+            status=status, reason=reason, strategy=req.strategy, model=self.d.model_name,
+            engine=self.d.engine.name, seed=req.seed,
+            solution=solved.text if solved else None, solved_attempt=solved.index if solved else None,
+            attempts_used=len(st.attempts), rounds=st.rounds, attempts=st.attempts,
+            templates=templates.all_templates(), timings=totals, wall_s=time.monotonic() - t0,
+            tokens_generated=sum(a.tokens for a in st.attempts),
+        )
