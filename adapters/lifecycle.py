@@ -106,7 +106,9 @@ class AdapterPool:
     @contextmanager
     def base_only(self) -> Iterator[torch.nn.Module]:
         """Forward passes without any adapter (best-of-k, multi-turn, base teacher)."""
-        if self.model is None:
+        if self.model is None or not self.adapters:
+            # No adapter left: the injected LoRA layers hold nothing and act as identity.
+            # (PEFT's disable_adapter would look up the deleted active adapter.)
             yield self.base
         else:
             with self.model.disable_adapter():

@@ -169,6 +169,12 @@ class RegexSpec(_Spec):
     flags: list[Literal["IGNORECASE", "MULTILINE", "DOTALL", "VERBOSE"]] = Field(
         default_factory=list, description="re flags by name."
     )
+    requirement: str | None = Field(
+        None,
+        max_length=1000,
+        description="The required form in words (e.g. 'a JSON array of 8 integers on one line'); shown to the "
+        "model in the feedback of a non-matching attempt. Without it the feedback only says the form is wrong.",
+    )
 
     @model_validator(mode="after")
     def _compiles(self) -> RegexSpec:

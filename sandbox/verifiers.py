@@ -205,7 +205,10 @@ def _regex(spec: RegexSpec, response: str, truncated: bool) -> Verification:
     ok = pattern.fullmatch(text_in) if spec.fullmatch else pattern.search(response)
     if ok:
         return Verification(verdict="pass", kind="passed", score=1.0, passed=1, total=1, feedback="Correct.")
-    kind, text = text_feedback(text_in, what="does not have the required form", truncated=truncated)
+    what = "does not have the required form"
+    if spec.requirement:
+        what += f" (required: {spec.requirement})"
+    kind, text = text_feedback(text_in, what=what, truncated=truncated)
     return Verification(verdict="fail", kind=kind, score=0.0, passed=0, total=1, feedback=text)
 
 

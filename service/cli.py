@@ -86,6 +86,58 @@ def solve(
     raise typer.Exit(0 if result.status == "solved" else 1)
 
 
+@app.command()
+def verify(
+    problem_file: Path = typer.Argument(..., help="Problem file whose `verifier` to apply."),
+    answer_file: Path = typer.Argument(..., help="A text file holding the answer, as a model would write it."),
+    truncated: bool = typer.Option(False, help="Treat the answer as cut off at the token limit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the verification record as JSON."),
+) -> None:
+    """Check one answer against a problem's verifier: prints verdict and feedback.
+    Exit code 0 on pass, 1 on fail, 2 on a bad file or a verifier error."""
+    from service.problem_file import load_problem_file
+    from service.runtime import build_verifier
+    from service.settings import get_settings
+
+    try:
+        pf = load_problem_file(problem_file)
+        answer = answer_file.read_text(encoding="utf-8")
+    except TTAError as exc:
+        _fail(exc.message)
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(f"{answer_file}: cannot read as UTF-8 text: {exc}")
+    v = build_verifier(get_settings())(pf.verifier, [answer], [truncated])[0]
+    if as_json:
+        sys.stdout.write(v.model_dump_json(indent=2) + "\n")
+    else:
+        colour = {"pass": "green", "fail": "red"}.get(v.verdict, "yellow")
+        err.print(f"[bold {colour}]{v.verdict.upper()}[/] ({v.kind}; {v.passed}/{v.total} cases, score {v.score:.2f})")
+        if v.feedback:
+            print(v.feedback)
+    raise typer.Exit({"pass": 0, "fail": 1}.get(v.verdict, 2))
+
+
+sandbox_app = typer.Typer(no_args_is_help=True, help="The sandbox as its own service.")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    host: str = typer.Option("127.0.0.1", help="Bind address (Compose: 0.0.0.0 on an internal network)."),
+    port: int = typer.Option(8081),
+    parallel: int = typer.Option(2, help="Attempts verified at once."),
+) -> None:
+    """Serve POST /v1/verify, so that workers keep untrusted code out of their process
+    (point them at it with TTA_SANDBOX_URL)."""
+    import uvicorn
+
+    from sandbox import SandboxLimits, create_app
+    from service.settings import get_settings
+
+    limits = SandboxLimits(mode=get_settings().sandbox)
+    uvicorn.run(create_app(limits, max_parallel=parallel), host=host, port=port, log_level="info")
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("TTA_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     app()

