@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
+
+from pydantic import BaseModel, Field
 
 from adapters.lifecycle import Adapter, AdapterPool, LoraSpec
 from adapters.sdpo import LossConfig
@@ -57,17 +59,23 @@ class SolverDeps:
     verify: Verifier
 
 
-@dataclass
-class _State:
-    """Everything a job has accumulated; enough to resume it after its last round."""
+class SolveState(BaseModel):
+    """Everything a job has accumulated after its last finished round: with the adapter
+    snapshot of that round, enough to resume the job exactly where it stood."""
 
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    rounds: list[RoundRecord] = field(default_factory=list)
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    rounds: list[RoundRecord] = Field(default_factory=list)
     # per attempt: the completion's tokens (needed to distil it later)
-    tokens: list[list[int]] = field(default_factory=list)
-    # multi_turn: per conversation, the feedback so far / the message history
-    conversations: list[list[dict[str, str]]] = field(default_factory=list)
-    feedback: list[list[str]] = field(default_factory=list)
+    tokens: list[list[int]] = Field(default_factory=list)
+    # multi_turn: per conversation, the message history / the feedback so far
+    conversations: list[list[dict[str, str]]] = Field(default_factory=list)
+    feedback: list[list[str]] = Field(default_factory=list)
+    elapsed_s: float = 0.0  # wall time spent before a resume (deadlines span restarts)
+
+
+# Called after every finished round with the state and the adapter snapshot (sdpo only),
+# before the next round starts: persisting both makes a crash lose at most one round.
+Checkpoint = Callable[[SolveState, bytes | None], None]
 
 
 def train_config(req: SolveRequest) -> TrainConfig:
@@ -102,20 +110,27 @@ class Solver:
         job_id: str | None = None,
         on_event: Callable[[Event], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        checkpoint: Checkpoint | None = None,
+        resume: tuple[SolveState, bytes | None] | None = None,
     ) -> SolveResult:
         """Run the loop until an attempt passes or the budget is spent. Never raises for
-        a problem inside the loop: the result says `failed` with the reason instead."""
+        a problem inside the loop: the result says `failed` with the reason instead.
+
+        `resume` continues a job from a checkpoint (state + adapter snapshot); rounds
+        already recorded there are not run, nor counted, again."""
         job_id = job_id or uuid.uuid4().hex
         emit = on_event or (lambda e: None)
         is_cancelled = cancelled or (lambda: False)
-        st = _State()
-        t0 = time.monotonic()
+        st = resume[0].model_copy(deep=True) if resume else SolveState()
+        t0 = time.monotonic() - st.elapsed_s
         adapter: Adapter | None = None
         status, reason = "exhausted", None
         try:
             if req.strategy == "sdpo":
-                adapter = self.d.pool.create(job_id, lora_spec(req), seed=req.seed)
-            status, reason = self._loop(req, st, adapter, t0, emit, is_cancelled)
+                blob = resume[1] if resume else None
+                adapter = (self.d.pool.restore(job_id, blob) if blob
+                           else self.d.pool.create(job_id, lora_spec(req), seed=req.seed))
+            status, reason = self._loop(req, st, adapter, t0, emit, is_cancelled, checkpoint)
         except Exception as exc:  # the job must end with a reason, never silently
             log.exception("job %s failed", job_id)
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
@@ -128,7 +143,7 @@ class Solver:
         return result
 
     # -- the loop ----------------------------------------------------------------------------
-    def _loop(self, req, st: _State, adapter, t0, emit, is_cancelled) -> tuple[str, str | None]:
+    def _loop(self, req, st: SolveState, adapter, t0, emit, is_cancelled, checkpoint) -> tuple[str, str | None]:
         b, s = req.budget, req.sampling
         student_prompt = prompts.render(self.d.tokenizer, prompts.messages(req.problem.question, req.problem.system_prompt))
         while True:
@@ -185,8 +200,13 @@ class Solver:
                       "loss_after": record.train.loss_after, "collapsed": record.train.collapsed})
             elif req.strategy == "multi_turn":
                 self._extend_conversations(req, st, batch, indices, conv_of)
+            if checkpoint is not None:
+                st.elapsed_s = time.monotonic() - t0
+                with self.d.pool.lock:
+                    blob = self.d.pool.snapshot(adapter) if adapter is not None else None
+                checkpoint(st, blob)
 
-    def _generate(self, req, st: _State, adapter, student_prompt, rnd, n) -> tuple[list[Completion], list[int]]:
+    def _generate(self, req, st: SolveState, adapter, student_prompt, rnd, n) -> tuple[list[Completion], list[int]]:
         s = req.sampling
         params = dict(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                       seed=round_seed(req.seed, rnd))
@@ -203,13 +223,13 @@ class Solver:
         out = self.d.engine.generate(rendered, None, SamplingParams(n=1, **params))
         return [o[0] for o in out], convs
 
-    def _conversation_messages(self, req, st: _State, i: int) -> list[dict[str, str]]:
+    def _conversation_messages(self, req, st: SolveState, i: int) -> list[dict[str, str]]:
         if req.multi_turn_mode == "conversation":
             return st.conversations[i]
         text = templates.multi_turn_feedback_only(req.problem.question, st.feedback[i])
         return prompts.messages(text, req.problem.system_prompt)
 
-    def _extend_conversations(self, req, st: _State, batch, indices, conv_of) -> None:
+    def _extend_conversations(self, req, st: SolveState, batch, indices, conv_of) -> None:
         for c, idx, i in zip(batch, indices, conv_of):
             fb = st.attempts[idx].feedback
             st.feedback[i].append(fb)
@@ -218,7 +238,7 @@ class Solver:
                 {"role": "user", "content": templates.MULTI_TURN_NEXT_TURN.format(feedback=fb)},
             ]
 
-    def _train(self, req, st: _State, adapter: Adapter, rnd: int) -> TrainStats:
+    def _train(self, req, st: SolveState, adapter: Adapter, rnd: int) -> TrainStats:
         first = max(0, rnd - req.sdpo.replay_rounds)
         student_prompt = prompts.render(self.d.tokenizer, prompts.messages(req.problem.question, req.problem.system_prompt))
         samples = []
@@ -243,7 +263,7 @@ class Solver:
         )
 
     # -- result ------------------------------------------------------------------------------
-    def _result(self, req, st: _State, status, reason, t0) -> SolveResult:
+    def _result(self, req, st: SolveState, status, reason, t0) -> SolveResult:
         solved = next((a for a in st.attempts if a.verdict == "pass"), None)
         totals = RoundTimings(
             generate_s=sum(r.timings.generate_s for r in st.rounds),

@@ -88,3 +88,19 @@ def test_solved_stops_at_first_pass(tiny_deps):
     res = Solver(tiny_deps).solve(req)
     assert res.status == "solved" and res.solved_attempt == 0 and len(res.rounds) == 1
     assert res.rounds[0].train is None
+
+
+def test_resume_from_checkpoint_continues_exactly(tiny_deps):
+    """A job resumed from its last checkpoint (state + adapter snapshot) produces the same
+    attempts as an uninterrupted run, and counts no attempt twice."""
+    req = request("sdpo", verifier=IMPOSSIBLE, budget={"max_attempts": 6})
+    saved = []
+    full = Solver(tiny_deps).solve(req, job_id="resume-a", checkpoint=lambda st, blob: saved.append((st.model_copy(deep=True), blob)))
+    assert full.attempts_used == 6 and len(saved) == 3
+    state, blob = saved[0]  # as if the worker died during round 2
+    assert len(state.attempts) == 2 and blob is not None
+    resumed = Solver(tiny_deps).solve(req, job_id="resume-b", resume=(state, blob))
+    assert resumed.attempts_used == 6
+    assert [a.text for a in resumed.attempts] == [a.text for a in full.attempts]
+    assert [r.round for r in resumed.rounds] == [0, 1, 2]
+    assert not tiny_deps.pool.adapters

@@ -1,0 +1,76 @@
+"""The default model end to end (Qwen2.5-Coder-0.5B-Instruct): the main job of the README.
+
+Slow-ish (a minute or two on 2 cores) but it is what users run, so CI runs it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.schemas import SolveResult
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "fibonacci_json.yaml"
+
+
+@pytest.mark.slow
+def test_tta_solve_bundled_example_on_default_model():
+    env = {**os.environ, "TTA_MODEL": "default"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "solve", str(EXAMPLE), "--json", "--max-attempts", "8", "--seed", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    res = SolveResult.model_validate(json.loads(proc.stdout))
+    assert res.model == "default" and res.strategy == "sdpo"
+    assert res.status in ("solved", "exhausted") and res.attempts_used <= 8
+    assert (proc.returncode == 0) == (res.status == "solved")
+    for rnd in res.rounds[:-1]:  # every failed round but the last is followed by SDPO steps
+        assert rnd.passes == 0 and rnd.train is not None and rnd.train.steps >= 1
+        assert rnd.train.loss_before > 0
+    if res.status == "solved":
+        assert res.attempts[res.solved_attempt].verdict == "pass"
+
+
+@pytest.fixture(scope="module")
+def default_deps():
+    from service.runtime import build_solver_deps
+    from service.settings import Settings
+
+    return build_solver_deps(Settings(model="default", engine="transformers"))
+
+
+@pytest.mark.slow
+def test_sdpo_round_on_default_model_reduces_divergence(default_deps):
+    """One SDPO round on real failed attempts with real feedback moves the student toward
+    the feedback-informed teacher, and leaves the base weights alone."""
+    import torch
+
+    from adapters.trainer import DistillSample, TrainConfig
+    from service import prompts, templates
+    from service.engines.base import SamplingParams
+    from service.problem_file import load_problem_file
+    from service.solver import lora_spec
+
+    d = default_deps
+    pf = load_problem_file(EXAMPLE)
+    q = pf.problem.question
+    prompt = prompts.render(d.tokenizer, prompts.messages(q))
+    outs = d.engine.generate([prompt], None, SamplingParams(n=4, max_new_tokens=48, seed=5))[0]
+    vs = d.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
+    failed = [(o, v) for o, v in zip(outs, vs) if v.verdict == "fail"]
+    if not failed:
+        pytest.skip("all four sampled attempts passed: nothing to distil (rate ~25%, p≈0.4%)")
+    samples = [DistillSample(prompt, prompts.render(d.tokenizer, prompts.messages(templates.reprompt(q, v.feedback))),
+                             o.token_ids) for o, v in failed]
+    adapter = d.pool.create("default-probe", lora_spec(pf), seed=0)
+    try:
+        base = {n: p.detach().clone() for n, p in d.pool.model.named_parameters() if "lora_" not in n}
+        rep = d.trainer.train_round(adapter, samples, TrainConfig(steps=2, lr=3e-4, teacher_ema=1.0))
+        assert rep.loss_before > 0 and rep.loss_after < rep.loss_before, rep
+        assert all(torch.equal(p, base[n]) for n, p in d.pool.model.named_parameters() if "lora_" not in n)
+    finally:
+        d.pool.delete(adapter)
