@@ -1,0 +1,125 @@
+"""Scan HumanEval for problems at the edge of the model: per-attempt base pass rates.
+
+    python -m bench.edge_scan --samples 16 --out bench/results/humaneval_rates.jsonl
+    python -m bench.edge_scan --samples 16 --tasks 0-39 119      # a part of HumanEval
+    python -m bench.edge_scan --select                          # print the selection only
+
+Measures like bench/base_rate.py (same sampling: batches of --n at --temperature from the base
+model without adapter, seed = --seed + samples so far; same verifier; same JSON row per task,
+appended to --out), and resumes: a task already measured there for this model is skipped.
+Run it with the default model (TTA_MODEL unset). With --samples 16, the 164 tasks (2,624
+attempts) take roughly 4-7 h on 2 CPU cores (5-9 s per attempt, as measured by base_rate here;
+minutes on a GPU); interrupt and rerun at will.
+
+`--set humaneval-edge` of `tta bench` then takes the tasks that `bench.sets.select_edge`
+keeps: pooled over the rows of a task, >= 8 samples, >= 1 pass and a rate in [1%, 30%].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def parse_tasks(specs: list[str]) -> list[str]:
+    """'0-3', '119', 'HumanEval/7' -> HumanEval/0..3, HumanEval/119, HumanEval/7 (order kept, no repeats)."""
+    out: list[str] = []
+    for s in specs:
+        s = s.removeprefix("HumanEval/")
+        if "-" in s:
+            a, b = s.split("-", 1)
+            out += [f"HumanEval/{i}" for i in range(int(a), int(b) + 1)]
+        else:
+            out.append(f"HumanEval/{int(s)}")
+    return list(dict.fromkeys(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="*", default=None, help="task numbers or ranges (default: all 164)")
+    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--n", type=int, default=8, help="attempts per generate call")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-new-tokens", type=int, default=384)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/humaneval_rates.jsonl"))
+    ap.add_argument("--select", action="store_true", help="only print the tasks the edge rule keeps from --out")
+    args = ap.parse_args()
+
+    from rich.console import Console
+
+    from bench.sets import EDGE_HI, EDGE_LO, pooled_rates, read_rates, select_edge
+
+    console = Console(stderr=True)
+    if args.select:
+        rows = read_rates(args.out)
+        pooled = pooled_rates(rows)
+        for t in select_edge(rows):
+            p, n = pooled[t]
+            print(f"{t}\t{p}/{n}\t{p / n:.1%}")
+        console.print(f"{len(select_edge(rows))} of {len(pooled)} measured tasks in [{EDGE_LO:.0%}, {EDGE_HI:.0%}]")
+        return
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from bench.base_rate import wilson
+    from bench.problems import humaneval_request, humaneval_tasks
+    from service import prompts
+    from service.engines.base import SamplingParams
+    from service.runtime import build_solver_deps
+    from service.schemas import ProblemFile
+    from service.settings import get_settings
+
+    tasks = humaneval_tasks()
+    ids = parse_tasks(args.tasks) if args.tasks else list(tasks)
+    settings = get_settings()
+    with console.status(f"loading model {settings.model}"):
+        deps = build_solver_deps(settings)
+    have = pooled_rates(read_rates(args.out), model=deps.model_name) if args.out.exists() else {}
+    todo = [t for t in ids if have.get(t, (0, 0))[1] < args.samples]
+    console.print(f"{len(ids) - len(todo)} task(s) already measured in {args.out}; {len(todo)} to go")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=console) as bar:
+        overall = bar.add_task("tasks", total=len(todo))
+        for name in todo:
+            pf = ProblemFile.model_validate(humaneval_request(tasks[name]))
+            prompt = prompts.render(deps.tokenizer, prompts.messages(pf.problem.question, pf.problem.system_prompt))
+            passed = tokens = done = 0
+            kinds: dict[str, int] = {}
+            t0 = time.monotonic()
+            while done < args.samples:
+                n = min(args.n, args.samples - done)
+                outs = deps.engine.generate(
+                    [prompt], None,
+                    SamplingParams(n=n, temperature=args.temperature, top_p=1.0,
+                                   max_new_tokens=args.max_new_tokens, seed=args.seed + done),
+                )[0]
+                vs = deps.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
+                for o, v in zip(outs, vs):
+                    passed += v.verdict == "pass"
+                    tokens += len(o.token_ids)
+                    kinds[v.kind] = kinds.get(v.kind, 0) + 1
+                done += n
+                bar.update(overall, description=f"{name}: {passed}/{done} pass")
+            lo, hi = wilson(passed, done)
+            row = {
+                "problem": name, "model": deps.model_name, "engine": deps.engine.name,
+                "samples": done, "passed": passed, "rate": passed / done, "wilson95": [round(lo, 3), round(hi, 3)],
+                "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+                "kinds": kinds, "mean_tokens": tokens / done, "wall_s": round(time.monotonic() - t0, 1),
+                "date": time.strftime("%Y-%m-%d"),
+            }
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.console.print(f"{name}: {passed}/{done} = {passed / done:.1%}", highlight=False)
+            bar.advance(overall)
+
+
+if __name__ == "__main__":
+    main()

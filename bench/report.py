@@ -1,0 +1,126 @@
+"""Report of a benchmark run directory: summary.json, PNG plots and a rich table.
+
+    tta bench report bench/runs/<name>
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from bench import metrics
+from bench.runner import CONFIG, read_results
+
+SUMMARY = "summary.json"
+
+
+def load_config(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / CONFIG
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_summary(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    records = read_results(run_dir)
+    if not records:
+        raise FileNotFoundError(f"{run_dir / 'results.jsonl'}: no finished runs to report")
+    cfg = load_config(run_dir)
+    k = int(cfg.get("k") or max(r.get("k", 0) for r in records))
+    strategies = [s for s in cfg.get("strategies", []) if any(r["strategy"] == s for r in records)] or None
+    summary = metrics.summarize(records, k=k, strategies=strategies, n_boot=n_boot, seed=seed)
+    summary["config"] = cfg
+    summary["failed_runs"] = sum(1 for r in metrics.latest_any(records).values() if r.get("status") == "failed")
+    return summary
+
+
+def _fmt(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def _fmt_ci(v: dict[str, Any], digits: int = 1) -> str:
+    lo, hi = v.get("ci95", [None, None])
+    if v.get("value") is None:
+        return "never"
+    if lo is None:
+        return _fmt(v["value"], digits)
+    return f"{v['value']:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
+def render(summary: dict[str, Any], console: Console) -> None:
+    cfg = summary.get("config", {})
+    console.print(
+        f"[bold]{cfg.get('set', '?')}[/]: {len(summary['problems'])} problems, seeds per problem "
+        f"{sorted({len(s) for s in summary['seeds']}) or '—'}, K={summary['k']}, n={cfg.get('n')}, "
+        f"T={cfg.get('temperature')}, max_new_tokens={cfg.get('max_new_tokens')}, model={cfg.get('model')}; "
+        f"{summary['runs_compared']} runs compared"
+        + (f", excluded (not finished by every strategy): {summary['runs_excluded']}" if summary["runs_excluded"] else "")
+        + (f", failed: {summary['failed_runs']}" if summary.get("failed_runs") else ""),
+        highlight=False,
+    )
+    if not summary.get("axes"):
+        console.print("[yellow]no (problem, seed) finished by every strategy yet[/]")
+        return
+    k = summary["k"]
+    t = Table(title="discovery (95% bootstrap CI)", title_justify="left", box=box.SIMPLE_HEAD)
+    for c in ("strategy", "solved", f"discovery@{k}", "attempts/run", "s/run", "tokens/run"):
+        t.add_column(c, justify="left" if c == "strategy" else "right")
+    for st in summary["strategies"]:
+        ps = summary["per_strategy"][st]
+        att = summary["axes"]["attempts"]["curves"][st]
+        t.add_row(st, f"{ps['solved']}/{ps['runs']}", f"{att['y'][-1]:.2f} ({att['lo'][-1]:.2f}–{att['hi'][-1]:.2f})",
+                  f"{ps['mean_attempts_used']:.1f}", f"{ps['mean_seconds']:.0f}", f"{ps['mean_tokens']:.0f}")
+    console.print(t)
+
+    base = summary["baseline"]
+    r = Table(title=f"cost to reach discovery, and its ratio to {base} (> 1: {base} needs less)",
+              title_justify="left", box=box.SIMPLE_HEAD)
+    r.add_column("axis")
+    r.add_column("strategy")
+    for tg in summary["targets"]:
+        r.add_column(f"to {tg:.0%}", justify="right")
+    for tg in summary["targets"]:
+        r.add_column(f"÷{base} @{tg:.0%}", justify="right")
+    for axis, digits in (("attempts", 1), ("seconds", 1), ("tokens", 0)):
+        ax = summary["axes"][axis]
+        for i, st in enumerate(summary["strategies"]):
+            ratios = ax["ratios"].get(f"{st}/{base}")
+            r.add_row(axis if i == 0 else "", st,
+                      *[_fmt_ci(ax["reach"][st][f"{tg:g}"], digits) for tg in summary["targets"]],
+                      *[("" if ratios is None else _fmt_ci(ratios[f"{tg:g}"], 2)) for tg in summary["targets"]],
+                      end_section=i == len(summary["strategies"]) - 1)
+    console.print(r)
+
+    p = Table(title="time per phase (all compared runs)", title_justify="left", box=box.SIMPLE_HEAD)
+    for c in ("strategy", "generate s", "verify s", "train s", "per run s", "split g/v/t"):
+        p.add_column(c, justify="right" if c != "strategy" else "left")
+    for st, ph in summary["phases"].items():
+        p.add_row(st, f"{ph['generate_s']:.0f}", f"{ph['verify_s']:.0f}", f"{ph['train_s']:.0f}", f"{ph['per_run_s']:.1f}",
+                  f"{ph['generate_frac']:.0%}/{ph['verify_frac']:.0%}/{ph['train_frac']:.0%}")
+    console.print(p)
+
+
+def report(run_dir: Path, console: Console | None = None, plots: bool = True, n_boot: int = 1000) -> dict[str, Any]:
+    """Write RUN_DIR/summary.json (and discovery_*.png), print the tables; returns the summary."""
+    run_dir = Path(run_dir)
+    console = console or Console()
+    summary = build_summary(run_dir, n_boot=n_boot)
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    render(summary, console)
+    written = [run_dir / SUMMARY]
+    if plots and summary.get("axes"):
+        try:
+            from bench.plots import plot_summary
+        except ImportError:  # pragma: no cover
+            console.print("[yellow]matplotlib is not installed: no plots (pip install matplotlib)[/]")
+        else:
+            try:
+                written += plot_summary(summary, run_dir, title=str(summary.get("config", {}).get("set", "")))
+            except ImportError:
+                console.print("[yellow]matplotlib is not installed: no plots (pip install matplotlib)[/]")
+    console.print(f"wrote {', '.join(p.name for p in written)} in {run_dir}", highlight=False)
+    return summary

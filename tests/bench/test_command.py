@@ -1,0 +1,60 @@
+"""`tta bench` and `tta bench report` without a model (a fake solve is injected)."""
+
+import json
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from bench import command
+from service.cli import app
+
+from .conftest import fake_result
+
+cli = CliRunner()
+
+
+def fake_solve(req, on_event=None):
+    # fibonacci-json solved at attempt 3 under sdpo, attempt 5 otherwise; match-parens never
+    if "Fibonacci" in req.problem.question:
+        return fake_result(req, 2 if req.strategy == "sdpo" else 4)
+    return fake_result(req, None)
+
+
+def test_quick_preset_and_explicit_options():
+    o = command.resolve({"k": 6, "n": None}, quick=True)
+    assert o["set"] == "quick" and o["k"] == 6 and o["n"] == 4 and o["seeds"] == 2 and o["max_new_tokens"] == 256
+    assert command.resolve({}, quick=False)["k"] == 32
+    assert command.sdpo_overrides('{"top_k": 20}', rank=8, lr=1e-4, steps=None) == {
+        "top_k": 20, "lr": 1e-4, "lora": {"rank": 8, "alpha": 16}}
+
+
+def test_run_then_report_writes_summary_and_plots(tmp_path):
+    out = tmp_path / "run"
+    console = Console(file=open(tmp_path / "log.txt", "w"), width=200)
+    command.run_bench({"set": "quick"}, quick=True, out=out, report=False, max_runs=None,
+                      console=console, solve=fake_solve)
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 * 3 * 2  # problems x strategies x seeds
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["k"] == 8 and cfg["n"] == 4 and cfg["seeds"] == [0, 1]
+
+    res = cli.invoke(app, ["bench", "report", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "÷sdpo" in res.output and "time per phase" in res.output and "summary.json" in res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["axes"]["attempts"]["curves"]["sdpo"]["y"] == [0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    assert s["axes"]["attempts"]["ratios"]["best_of_k/sdpo"]["0.5"]["value"] == 5 / 3
+    for axis in ("attempts", "seconds", "tokens"):
+        png = out / f"discovery_{axis}.png"
+        assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_set_and_bad_report_dir_exit_2(tmp_path):
+    res = cli.invoke(app, ["bench", "--set", "nope", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "unknown problem set" in res.output
+    res = cli.invoke(app, ["bench", "--set", "quick", "--sdpo", "[1]", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "JSON object" in res.output
+    res = cli.invoke(app, ["bench", "--set", "quick", "--lr", "5", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "lr" in res.output
+    res = cli.invoke(app, ["bench", "report", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no finished runs" in res.output

@@ -1,0 +1,114 @@
+"""Problem sets: LiveCodeBench loader on a fixture, the bundled maths set, examples, humaneval-edge."""
+
+import base64
+import json
+import pickle
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bench import sets
+from bench.livecodebench import decode_cases, lcb_request
+from bench.sets import SetError, load_set, select_edge
+from service.schemas import ProblemFile, SolveRequest
+
+FIXTURE = Path(__file__).parent / "fixtures" / "lcb_small.jsonl"
+
+
+def test_lcb_fixture_to_specs():
+    probs = load_set(f"lcb:{FIXTURE}")
+    assert [p.name for p in probs] == ["abc000_a", "9001", "abc000_b"]
+    stdin, func, packed = (p.problem for p in probs)
+    assert stdin.verifier.format == "stdio" and len(stdin.verifier.cases) == 3  # public + private
+    assert stdin.verifier.cases[0].input == "1 2\n" and stdin.verifier.cases[0].output == "3\n"
+    assert "standard input" in stdin.problem.question and "Print A + B" in stdin.problem.question
+    assert func.verifier.format == "functional" and func.verifier.fn_name == "addUp"
+    assert len(func.verifier.cases) == 3 and "class Solution" in func.problem.question
+    assert packed.verifier.format == "stdio" and [c.output for c in packed.verifier.cases] == ["ba\n", "cba\n", "x\n"]
+    assert stdin.meta["difficulty"] == "easy" and func.meta["platform"] == "leetcode"
+    # the same file by path (detected by its fields), and public tests only
+    assert [p.name for p in load_set(str(FIXTURE))] == ["abc000_a", "9001", "abc000_b"]
+    rec = json.loads(FIXTURE.read_text().splitlines()[0])
+    assert len(lcb_request(rec, tests="public")["verifier"]["cases"]) == 1
+
+
+def test_lcb_specs_judge_correct_and_wrong_code():
+    from sandbox.verifiers import verify_many
+
+    stdin, func, _ = (p.problem for p in load_set(f"lcb:{FIXTURE}"))
+    good = "```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    bad = "```python\na, b = map(int, input().split())\nprint(a - b)\n```"
+    assert [v.verdict for v in verify_many(stdin.verifier, [good, bad], [False, False])] == ["pass", "fail"]
+    good_f = ("```python\nfrom typing import List\n\nclass Solution:\n    def addUp(self, nums: List[int], k: int) -> int:\n"
+              "        return sum(nums) + k\n```")
+    assert verify_many(func.verifier, [good_f], [False])[0].verdict == "pass"
+
+
+def test_lcb_errors_name_the_problem(tmp_path):
+    rec = json.loads(FIXTURE.read_text().splitlines()[1])
+    rec["metadata"] = "{}"
+    with pytest.raises(ValueError, match="9001.*func_name"):
+        lcb_request(rec)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rec) + "\n")
+    with pytest.raises(SetError, match="func_name"):
+        load_set(f"lcb:{bad}")
+
+
+def test_compressed_cases_refuse_globals():
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    blob = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
+    with pytest.raises(ValueError, match="neither JSON"):
+        decode_cases(blob)
+
+
+def test_math_small_validates_and_gold_answers_pass():
+    from sandbox.verifiers import verify_many
+
+    probs = load_set("math-small")
+    assert 10 <= len(probs) <= 20 and len({p.name for p in probs}) == len(probs)
+    for p in probs:
+        assert p.problem.verifier.type == "math" and "\\boxed" in p.problem.problem.question
+        SolveRequest.model_validate(p.problem.model_dump(exclude={"meta"}))
+    pf = probs[0].problem
+    got = verify_many(pf.verifier, [f"\\boxed{{{pf.verifier.answer}}}", "\\boxed{12345}"], [False, False])
+    assert [v.verdict for v in got] == ["pass", "fail"]
+
+
+def test_examples_and_quick_sets():
+    ex = load_set("examples")
+    assert len(ex) == len(list(sets.EXAMPLES_DIR.glob("*.yaml"))) >= 2
+    assert all(isinstance(p.problem, ProblemFile) for p in ex)
+    quick = load_set("quick")
+    assert [p.name for p in quick] == ["fibonacci-json", "match-parens (HumanEval/119)"]
+
+
+def test_humaneval_edge_without_rates_says_how_to_make_them(tmp_path):
+    with pytest.raises(SetError, match="python -m bench.edge_scan"):
+        sets.humaneval_edge_set(tmp_path / "absent.jsonl")
+
+
+def test_edge_selection_rule(tmp_path):
+    rows = [
+        {"problem": "HumanEval/10", "model": "default", "samples": 16, "passed": 0},   # 0%: never
+        {"problem": "HumanEval/2", "model": "default", "samples": 16, "passed": 1},    # 6%: edge
+        {"problem": "HumanEval/3", "model": "default", "samples": 16, "passed": 5},    # 31%: too easy
+        {"problem": "HumanEval/4", "model": "default", "samples": 16, "passed": 4},    # 25%: edge
+        {"problem": "HumanEval/5", "model": "tiny", "samples": 16, "passed": 2},       # other model
+        {"problem": "HumanEval/6", "model": "default", "samples": 4, "passed": 1},     # too few samples
+        {"problem": "HumanEval/3", "model": "default", "samples": 16, "passed": 3},    # pooled: 8/32 = 25%
+    ]
+    assert select_edge(rows) == ["HumanEval/2", "HumanEval/3", "HumanEval/4"]
+    f = tmp_path / "rates.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows[:1]) + "\n")
+    with pytest.raises(SetError, match="no HumanEval task"):
+        sets.humaneval_edge_set(f)
+
+
+def test_unknown_set():
+    with pytest.raises(SetError, match="unknown problem set"):
+        load_set("nope")
