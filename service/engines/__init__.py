@@ -19,15 +19,32 @@ def available(package: str) -> bool:
 
 
 def select_engine(settings: Settings, lm: LoadedModel, pool: AdapterPool) -> Engine:
+    """`auto`: llama.cpp on CPU when the model has a GGUF and `llama_cpp` is installed
+    (DESIGN §4: several times faster there), the transformers reference engine otherwise."""
     choice = settings.engine
     if choice == "auto":
-        # llama.cpp and vLLM engines land with their own issues; until then the reference
-        # engine serves every device.
-        choice = "transformers"
+        cpu = lm.device.type == "cpu"
+        choice = "llamacpp" if cpu and lm.resolved.gguf is not None and available("llama_cpp") else "transformers"
     if choice == "transformers":
         from service.engines.transformers import TransformersEngine
 
         return TransformersEngine(pool, lm.tokenizer, lm.device)
+    if choice == "llamacpp":
+        if not available("llama_cpp"):
+            raise EngineUnavailable(
+                "TTA_ENGINE=llamacpp needs the llama-cpp-python package: "
+                'CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python==0.3.36 '
+                "(builds llama.cpp from source: about 6.5 min the first time, a cached wheel after)."
+            )
+        if lm.resolved.gguf is None:
+            raise EngineUnavailable(
+                f"TTA_ENGINE=llamacpp needs a GGUF file of model {lm.resolved.name!r} (none found "
+                "next to its Hugging Face files); use TTA_ENGINE=transformers or auto."
+            )
+        from service.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(lm.resolved.gguf, pool, lm.tokenizer, n_threads=settings.threads)
     raise EngineUnavailable(
-        f"TTA_ENGINE={choice!r} is not available in this build yet; use 'transformers' or 'auto'."
+        f"TTA_ENGINE={choice!r} is not available in this build yet (the vLLM engine lands "
+        "with its own issue); use 'transformers', 'llamacpp' or 'auto'."
     )
