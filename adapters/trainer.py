@@ -43,7 +43,7 @@ class DistillSample:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 4
-    lr: float = 3e-4
+    lr: float = 1e-4
     loss: LossConfig = LossConfig()
     teacher_ema: float = 0.05
     micro_batch: int = 4

@@ -129,7 +129,11 @@ def math_feedback(extracted: str | None, *, truncated: bool) -> tuple[Kind, str]
     return ("truncated" if truncated else "wrong_answer"), head + f"Wrong Answer: your final answer {clip(extracted)} is incorrect."
 
 
-def text_feedback(got: str, *, what: str, truncated: bool) -> tuple[Kind, str]:
-    """(kind, text) for exact/regex mismatches; shows what was compared, not the answer."""
+def text_feedback(*, what: str, truncated: bool) -> tuple[Kind, str]:
+    """(kind, text) for exact/regex mismatches. Deliberately quotes neither the expected
+    answer nor the attempt: SDPO's teacher scores the attempt's own tokens with this text in
+    its context, and a verbatim copy there teaches copying. Measured on the default model
+    (examples/fibonacci_json.yaml, one round, lr 1e-4): with the attempt quoted, pass rate
+    of fresh samples fell from 10/32 to 0/32 while the divergence dropped."""
     head = f"{TRUNCATED_MESSAGE}\n\n" if truncated else ""
-    return ("truncated" if truncated else "wrong_answer"), head + f"Wrong Answer: your answer {clip(got)!r} {what}."
+    return ("truncated" if truncated else "wrong_answer"), head + f"Wrong Answer: your reply {what}."

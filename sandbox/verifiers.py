@@ -195,7 +195,7 @@ def _exact(spec: ExactSpec, response: str, truncated: bool) -> Verification:
         got, want = got.casefold(), want.casefold()
     if got == want:
         return Verification(verdict="pass", kind="passed", score=1.0, passed=1, total=1, feedback="Correct.")
-    kind, text = text_feedback(response.strip(), what="is not the expected answer", truncated=truncated)
+    kind, text = text_feedback(what="is not the expected answer", truncated=truncated)
     return Verification(verdict="fail", kind=kind, score=0.0, passed=0, total=1, feedback=text)
 
 
@@ -208,7 +208,7 @@ def _regex(spec: RegexSpec, response: str, truncated: bool) -> Verification:
     what = "does not have the required form"
     if spec.requirement:
         what += f" (required: {spec.requirement})"
-    kind, text = text_feedback(text_in, what=what, truncated=truncated)
+    kind, text = text_feedback(what=what, truncated=truncated)
     return Verification(verdict="fail", kind=kind, score=0.0, passed=0, total=1, feedback=text)
 
 
