@@ -8,7 +8,7 @@ exactly the same tokens whatever the backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from adapters.lifecycle import Adapter
 
@@ -31,6 +31,20 @@ class Completion:
     token_ids: list[int]  # sampled tokens, including the end-of-turn token if one was produced
     logprobs: list[float]  # log-probability of each sampled token under the sampling distribution
     finish_reason: Literal["stop", "length"]
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Where a completion ends: the tokenizer's eos plus every eos id of the model's
+    generation config (chat models end a turn with a token of their own). Every engine
+    uses this set, so that they agree on where an attempt stops."""
+    ids = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for e in eos if isinstance(eos, list) else [eos]:
+        if e is not None:
+            ids.add(int(e))
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
 
 
 class Engine(Protocol):

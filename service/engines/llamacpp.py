@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from adapters.lifecycle import Adapter, AdapterPool
-from service.engines.base import Completion, SamplingParams
+from service.engines.base import Completion, SamplingParams, stop_token_ids
 from service.engines.gguf_lora import write_gguf_lora
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ class LlamaCppEngine:
         self.n_head = int(self._meta(f"{self.arch}.attention.head_count"))
         self.n_head_kv = int(self._meta(f"{self.arch}.attention.head_count_kv"))
         self.bos = ll.llama_vocab_bos(self.vocab)
-        self.stop_ids = self._stop_ids()
+        # llama.cpp's own end-of-generation check is applied on top (`_is_stop`).
+        self.stop_ids = stop_token_ids(pool.base, tokenizer)
         self.ctx = None
         self.ctx_size = 0
         self._n_ctx = n_ctx
@@ -127,19 +128,6 @@ class LlamaCppEngine:
         if n < 0:
             raise RuntimeError(f"{self.gguf_path}: GGUF has no {key!r}")
         return buf.value.decode()
-
-    def _stop_ids(self) -> set[int]:
-        """Same set as the transformers engine (tokenizer eos + generation_config eos ids);
-        llama.cpp's end-of-generation check is applied on top (`_is_stop`)."""
-        ids = set()
-        gc = getattr(self.pool.base, "generation_config", None)
-        eos = getattr(gc, "eos_token_id", None)
-        for e in eos if isinstance(eos, list) else [eos]:
-            if e is not None:
-                ids.add(int(e))
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        return ids
 
     def _is_stop(self, tok: int) -> bool:
         return tok in self.stop_ids or bool(self.ll.llama_vocab_is_eog(self.vocab, tok))

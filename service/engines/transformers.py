@@ -12,7 +12,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from adapters.lifecycle import Adapter, AdapterPool
-from service.engines.base import Completion, SamplingParams
+from service.engines.base import Completion, SamplingParams, stop_token_ids
 
 
 class _LogprobRecorder(LogitsProcessor):
@@ -49,18 +49,7 @@ class TransformersEngine:
         self.tokenizer = tokenizer
         self.device = device
         self.batch_size = batch_size
-        self.stop_ids = self._stop_ids()
-
-    def _stop_ids(self) -> list[int]:
-        ids = set()
-        gc = getattr(self.pool.base, "generation_config", None)
-        eos = getattr(gc, "eos_token_id", None)
-        for e in eos if isinstance(eos, list) else [eos]:
-            if e is not None:
-                ids.add(int(e))
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(int(self.tokenizer.eos_token_id))
-        return sorted(ids)
+        self.stop_ids = sorted(stop_token_ids(pool.base, tokenizer))
 
     def _config(self, s: SamplingParams) -> GenerationConfig:
         # Explicit, so that a model's generation_config.json (top_k=20, repetition penalty,
