@@ -24,11 +24,13 @@ thread counts or batch shapes (float summation order).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -52,6 +54,23 @@ def _llama():
     # llama.cpp logs through one process-wide callback; keep it to errors.
     _logger.set_verbose(False)
     return llama_cpp
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the C library's stderr for a moment. Loading a LoRA on ffn_down makes
+    llama.cpp print one warning per layer (it cannot use repacked weights there) on a path
+    that bypasses its log callback; every round would flood the progress display. The
+    load takes ~5-25 ms; a failure is still reported by its return value."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _threads() -> int:
@@ -221,7 +240,8 @@ class LlamaCppEngine:
         path = self._dir / f"{adapter.name}-v{adapter.version}-{next(self._serial)}.gguf"
         try:
             write_gguf_lora(path, self.arch, adapter.spec.alpha, self.pool.weights(adapter), self.n_head, self.n_head_kv)
-            h = self.ll.llama_adapter_lora_init(self.model, str(path).encode())
+            with _quiet_stderr():
+                h = self.ll.llama_adapter_lora_init(self.model, str(path).encode())
         finally:
             path.unlink(missing_ok=True)  # llama.cpp has copied the tensors
         if not h:
