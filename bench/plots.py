@@ -54,4 +54,38 @@ def plot_summary(summary: dict[str, Any], out_dir: Path, title: str = "") -> lis
         fig.savefig(path)
         plt.close(fig)
         paths.append(path)
+    if summary.get("per_problem"):
+        paths.append(_plot_per_problem(summary, Path(out_dir), title, plt))
     return paths
+
+
+def _plot_per_problem(summary: dict[str, Any], out_dir: Path, title: str, plt: Any) -> Path:
+    """Attempts to solve per problem and seed (a cross at K+1 = not solved within K)."""
+    import numpy as np
+
+    probs = list(summary["per_problem"])
+    strategies = summary["strategies"]
+    k = summary["k"]
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(probs) + 2), 4.2), dpi=120)
+    width = 0.8 / max(len(strategies), 1)
+    for j, st in enumerate(strategies):
+        for i, p in enumerate(probs):
+            atts = summary["per_problem"][p][st]["attempts"]
+            x = i + (j - (len(strategies) - 1) / 2) * width
+            jitter = np.linspace(-width / 4, width / 4, num=max(len(atts), 1))
+            for a, dx in zip(atts, jitter):
+                solved = a is not None
+                ax.scatter(x + dx, a if solved else k + 1, color=COLOURS.get(st), marker="o" if solved else "x",
+                           s=22, label=st if (i == 0 and dx == jitter[0]) else None)
+    ax.axhline(k + 0.5, color="grey", linewidth=0.6, linestyle="--")
+    ax.set_xticks(range(len(probs)), probs, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(f"attempts to solve (x at {k + 1}: not within K={k})")
+    ax.set_ylim(0, k + 2)
+    ax.set_title(f"{title} — attempts to solve per problem and seed".strip(" —"), fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path = out_dir / "attempts_per_problem.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -17,6 +17,11 @@ from bench import metrics
 from bench.runner import CONFIG, read_results
 
 SUMMARY = "summary.json"
+MARKDOWN = "summary.md"
+# What `publish` copies into bench/results/<set>-<model>-<date>/: small files only (the
+# traces/ folder holds every attempt's text and stays in the run directory).
+PUBLISHED = ("config.json", "results.jsonl", SUMMARY, MARKDOWN, "discovery_attempts.png",
+             "discovery_seconds.png", "discovery_tokens.png", "attempts_per_problem.png")
 
 
 def load_config(run_dir: Path) -> dict[str, Any]:
@@ -104,14 +109,84 @@ def render(summary: dict[str, Any], console: Console) -> None:
     console.print(p)
 
 
+def _md_ci(v: dict[str, Any] | None, digits: int) -> str:
+    return "" if v is None else _fmt_ci(v, digits).replace("never", "not reached")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The headline tables as GitHub markdown (what the README quotes)."""
+    cfg = summary.get("config", {})
+    lines = [
+        f"**{cfg.get('set', '?')}**, model `{cfg.get('model')}`: {len(summary['problems'])} problems x "
+        f"{max((len(s) for s in summary['seeds']), default=0)} seeds, K={summary['k']}, n={cfg.get('n')}, "
+        f"T={cfg.get('temperature')}, max_new_tokens={cfg.get('max_new_tokens')}, SDPO overrides "
+        f"`{json.dumps(cfg.get('sdpo') or {})}`; {summary['runs_compared']} runs compared. "
+        "Intervals: 95% paired bootstrap over problems and seeds.",
+        "",
+    ]
+    if not summary.get("axes"):
+        return "\n".join(lines + ["No (problem, seed) finished by every strategy yet.", ""])
+    k, base = summary["k"], summary["baseline"]
+    lines += [f"| strategy | solved | discovery@{k} | attempts/run | s/run | tokens/run |", "|---|---|---|---|---|---|"]
+    for st in summary["strategies"]:
+        ps, att = summary["per_strategy"][st], summary["axes"]["attempts"]["curves"][st]
+        lines.append(f"| {st} | {ps['solved']}/{ps['runs']} | {att['y'][-1]:.2f} ({att['lo'][-1]:.2f}-{att['hi'][-1]:.2f}) "
+                     f"| {ps['mean_attempts_used']:.1f} | {ps['mean_seconds']:.0f} | {ps['mean_tokens']:.0f} |")
+    tg = summary["targets"]
+    lines += ["", f"Cost to reach discovery, and its ratio to {base} (> 1: {base} needs less):", "",
+              "| axis | strategy | " + " | ".join(f"to {t:.0%}" for t in tg) + " | "
+              + " | ".join(f"ratio @{t:.0%}" for t in tg) + " |",
+              "|---|---|" + "---|" * (2 * len(tg))]
+    for axis, digits in (("attempts", 1), ("seconds", 0), ("tokens", 0)):
+        ax = summary["axes"][axis]
+        for st in summary["strategies"]:
+            ratios = ax["ratios"].get(f"{st}/{base}")
+            cells = [_md_ci(ax["reach"][st][f"{t:g}"], digits) for t in tg]
+            cells += [("" if ratios is None else _md_ci(ratios[f"{t:g}"], 2)) for t in tg]
+            lines.append(f"| {axis} | {st} | " + " | ".join(cells) + " |")
+    lines += ["", "| strategy | generate s | verify s | train s | split g/v/t |", "|---|---|---|---|---|"]
+    for st, ph in summary["phases"].items():
+        lines.append(f"| {st} | {ph['generate_s']:.0f} | {ph['verify_s']:.0f} | {ph['train_s']:.0f} | "
+                     f"{ph['generate_frac']:.0%}/{ph['verify_frac']:.0%}/{ph['train_frac']:.0%} |")
+    lines += ["", "| problem | " + " | ".join(f"{st} solved (attempts)" for st in summary["strategies"]) + " |",
+              "|---|" + "---|" * len(summary["strategies"])]
+    for prob, row in summary.get("per_problem", {}).items():
+        cells = [f"{row[st]['solved']}/{row[st]['seeds']} ("
+                 + ", ".join("-" if a is None else str(a) for a in row[st]["attempts"]) + ")" for st in summary["strategies"]]
+        lines.append(f"| {prob} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def publish(run_dir: Path, dest_root: Path, date: str | None = None) -> Path:
+    """Copy a reported run's small files to DEST_ROOT/<set>-<model>-<date>/ (for git)."""
+    import re
+    import shutil
+    import time
+
+    run_dir = Path(run_dir)
+    if not (run_dir / SUMMARY).exists():
+        raise FileNotFoundError(f"{run_dir / SUMMARY}: report the run first (tta bench report {run_dir})")
+    cfg = load_config(run_dir)
+    set_name = str(cfg.get("set", "set"))
+    set_slug = Path(set_name).stem if "/" in set_name else set_name
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{set_slug}-{cfg.get('model', 'model')}-{date or time.strftime('%Y-%m-%d')}")
+    dest = Path(dest_root) / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in PUBLISHED:
+        if (run_dir / f).exists():
+            shutil.copy2(run_dir / f, dest / f)
+    return dest
+
+
 def report(run_dir: Path, console: Console | None = None, plots: bool = True, n_boot: int = 1000) -> dict[str, Any]:
-    """Write RUN_DIR/summary.json (and discovery_*.png), print the tables; returns the summary."""
+    """Write RUN_DIR/summary.json, summary.md (and the PNG plots), print the tables; returns the summary."""
     run_dir = Path(run_dir)
     console = console or Console()
     summary = build_summary(run_dir, n_boot=n_boot)
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    (run_dir / MARKDOWN).write_text(markdown(summary))
     render(summary, console)
-    written = [run_dir / SUMMARY]
+    written = [run_dir / SUMMARY, run_dir / MARKDOWN]
     if plots and summary.get("axes"):
         try:
             from bench.plots import plot_summary

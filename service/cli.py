@@ -391,6 +391,20 @@ def bench_report(run_dir: Path = typer.Argument(..., help="A run directory (hold
         _fail(str(exc))
 
 
+@bench_app.command("publish")
+def bench_publish(
+    run_dir: Path = typer.Argument(..., help="A reported run directory."),
+    dest: Path = typer.Option(Path("bench/results"), help="Where <set>-<model>-<date>/ is created."),
+) -> None:
+    """Copy a run's small files (results, summary.json/.md, plots) to DEST/<set>-<model>-<date>/ for git."""
+    from bench.report import publish
+
+    try:
+        err.print(f"published to {publish(run_dir, dest)}", highlight=False)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("TTA_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     app()

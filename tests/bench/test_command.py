@@ -44,9 +44,18 @@ def test_run_then_report_writes_summary_and_plots(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["axes"]["attempts"]["curves"]["sdpo"]["y"] == [0, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
     assert s["axes"]["attempts"]["ratios"]["best_of_k/sdpo"]["0.5"]["value"] == 5 / 3
-    for axis in ("attempts", "seconds", "tokens"):
-        png = out / f"discovery_{axis}.png"
+    for name in ("discovery_attempts", "discovery_seconds", "discovery_tokens", "attempts_per_problem"):
+        png = out / f"{name}.png"
         assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+    md = (out / "summary.md").read_text()
+    assert "| sdpo |" in md and "| attempts | best_of_k |" in md and "1.67" in md  # the 5/3 ratio
+
+    res = cli.invoke(app, ["bench", "publish", str(out), "--dest", str(tmp_path / "results")])
+    assert res.exit_code == 0, res.output
+    (pub,) = (tmp_path / "results").iterdir()
+    assert pub.name.startswith("quick-")
+    assert {"summary.json", "summary.md", "results.jsonl", "attempts_per_problem.png"} <= {f.name for f in pub.iterdir()}
+    assert not (pub / "traces").exists()
 
 
 def test_bad_set_and_bad_report_dir_exit_2(tmp_path):
