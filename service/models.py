@@ -117,7 +117,7 @@ def embedded_gguf(model: EmbeddedModel, cache_dir: Path) -> Path:
         target = cache_dir / "gguf" / f"{model.name}-{model.sha256[:12]}.gguf"
     stamp = cache_dir / "gguf" / f"{model.name}-{model.sha256[:12]}.verified"
     if target.is_file() and stamp.is_file() and target.stat().st_size == model.size:
-        if stamp.read_text().strip() == f"{target}:{target.stat().st_mtime_ns}":
+        if stamp.read_text().strip() == _stamp(target):
             return target
 
     total = sum(p.stat().st_size for p in parts)
@@ -145,8 +145,14 @@ def embedded_gguf(model: EmbeddedModel, cache_dir: Path) -> Path:
         digest = _sha256(parts)
         if digest != model.sha256:
             raise ModelCorrupt(_mismatch(model, digest))
-    stamp.write_text(f"{target}:{target.stat().st_mtime_ns}")
+    stamp.write_text(_stamp(target))
     return target
+
+
+def _stamp(target: Path) -> str:
+    # Whole seconds: container image layers (tar) keep no sub-second mtimes, and a cache
+    # baked into an image (docker/Dockerfile.cpu) must still match in the container.
+    return f"{target}:{int(target.stat().st_mtime)}"
 
 
 def _mismatch(model: EmbeddedModel, digest: str) -> str:
