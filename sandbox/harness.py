@@ -1,8 +1,11 @@
 """Runs one attempt's code against a `python_tests` spec: all cases in ONE sandboxed process.
 
-Protocol. The host starts `_driver.py` in the sandbox and sends it one JSON job on
-stdin: the code, the case inputs (never the expected outputs of stdio/functional
-cases), limits, and a fresh random nonce. The driver writes JSON-line records
+Protocol. The host starts a one-line bootstrap in the sandbox and sends it, on stdin,
+`marshal.dumps((driver code object, {"JOB": job}))`: `_driver.py` compiled once per
+host process, and the job: the code, the case inputs (never the expected outputs of
+stdio/functional cases), limits, and a fresh random nonce. Marshal goes host ->
+sandbox only (the host never unmarshals anything the sandbox wrote), and both ends
+are the same interpreter, so its format always matches. The driver writes JSON-line records
 ({start}, {compile}, {load}, {case i}, {done}) to a dedicated pipe (not stdout),
 each tagged with the nonce; the host ignores untagged lines and compares outputs
 with the expected values itself.
@@ -21,6 +24,7 @@ For those, a pass is "the tests passed unless the code attacked the harness".
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import secrets
 import signal
@@ -73,9 +77,18 @@ class HarnessResult:
         return self.compile_error is None and self.passed == self.total
 
 
+# Runs inside the sandbox: executes the pre-compiled driver with the job in its globals.
+BOOTSTRAP = "import marshal,sys;c,g=marshal.loads(sys.stdin.buffer.read());exec(c,g)"
+
+
 @cache
 def driver_source() -> str:
     return resources.files("sandbox").joinpath("_driver.py").read_text(encoding="utf-8")
+
+
+@cache
+def _driver_code() -> Any:
+    return compile(driver_source(), "_driver.py", "exec")
 
 
 def run_tests(runner: Runner, spec: PythonTestsSpec, code: str) -> HarnessResult:
@@ -104,10 +117,11 @@ def run_tests(runner: Runner, spec: PythonTestsSpec, code: str) -> HarnessResult
         "run_all": spec.run_all_cases,
     }
     run = runner.run_python(
-        ["-c", driver_source()],
-        stdin=json.dumps(job).encode("utf-8"),
+        ["-c", BOOTSTRAP],
+        stdin=marshal.dumps((_driver_code(), {"__name__": "__tta_driver__", "JOB": job})),
         channel=True,
         wall_timeout_s=spec.total_time_limit_s + _STARTUP_SLACK_S,
+        warm=True,
     )
     records = _records(run.channel, nonce)
     total = 1 if spec.format == "assert" else len(spec.cases)
