@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from pydantic import TypeAdapter, ValidationError
 
@@ -19,10 +21,17 @@ class RemoteVerifier:
     Limits and HTTP policy are the server's; they cannot be chosen per call.
     Raises VerifierUnreachable when the server cannot be reached, times out, or
     answers something other than a list of Verification (with the server's message).
+
+    A request that fails in transport (refused, reset, cut off: the server restarting) is
+    sent again up to `retries` times, `retry_backoff_s` apart, doubling: verification is a
+    pure function of the attempt, so running it twice is harmless.
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 300.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 300.0, retries: int = 3, retry_backoff_s: float = 0.5,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
         self._client = httpx.Client(
             base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=5.0), transport=transport, trust_env=False
         )
@@ -49,16 +58,38 @@ class RemoteVerifier:
             "responses": responses,
             "truncated": truncated,
         }
-        try:
-            resp = self._client.post("/v1/verify", json=body)
-        except httpx.HTTPError as exc:
-            raise VerifierUnreachable(f"sandbox server {self.url} unreachable: {type(exc).__name__}: {exc}") from None
+        for attempt in range(self.retries + 1):
+            try:
+                resp = self._client.post("/v1/verify", json=body)
+                break
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise VerifierUnreachable(f"sandbox server {self.url} unreachable after {attempt + 1} tries: "
+                                              f"{type(exc).__name__}: {exc}") from None
+                time.sleep(self.retry_backoff_s * 2**attempt)
+            except httpx.HTTPError as exc:
+                raise VerifierUnreachable(f"sandbox server {self.url} unreachable: {type(exc).__name__}: {exc}") from None
         if resp.status_code != 200:
             raise VerifierUnreachable(f"sandbox server {self.url} answered HTTP {resp.status_code}: {resp.text[:500]}")
         try:
             return _RESULTS.validate_json(resp.content)
         except ValidationError as exc:
             raise VerifierUnreachable(f"sandbox server {self.url} sent a malformed answer: {exc}") from None
+
+    def verify_many_or_errors(
+        self, spec: VerifierSpec, responses: list[str], truncated: list[bool] | None = None
+    ) -> list[Verification]:
+        """`verify_many` with the contract of the in-process `sandbox.verify_many`: it never
+        raises for a verifier failure. Once the retries are spent, every attempt comes back
+        as verdict "error" (the verifier's fault, not the attempt's) with the reason as its
+        feedback, so a job outlives a sandbox restart instead of failing."""
+        started = time.monotonic()
+        try:
+            return self.verify_many(spec, responses, truncated)
+        except VerifierUnreachable as exc:
+            error = Verification(verdict="error", kind="error", score=0.0, passed=0, total=0,
+                                 feedback=f"Verifier error: {exc}", timings={"total": time.monotonic() - started})
+            return [error.model_copy() for _ in responses]
 
     def healthz(self) -> dict[str, object]:
         try:

@@ -24,6 +24,28 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_VALUE_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists/dicts in a JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, tuple)):
+            children = v
+        elif isinstance(v, dict):
+            children = v.values()
+        else:
+            deepest = max(deepest, d)
+            continue
+        deepest = max(deepest, d + 1)
+        if deepest > MAX_VALUE_DEPTH:
+            return deepest
+        stack.extend((c, d + 1) for c in children)
+    return deepest
+
+
 class TestCase(_Spec):
     """One input/expected-output pair of a stdio or functional test."""
 
@@ -36,8 +58,18 @@ class TestCase(_Spec):
     )
     output: Any = Field(
         description="stdio: the expected standard output (compared whitespace-normalised). functional: the "
-        "expected return value as a JSON value, or a string holding its JSON text."
+        "expected return value as a JSON value, or a string holding its JSON text. Values nest at most "
+        f"{MAX_VALUE_DEPTH} levels deep."
     )
+
+    @field_validator("input", "output")
+    @classmethod
+    def _shallow(cls, value: Any) -> Any:
+        # Free JSON values are serialised again downstream (pydantic refuses past ~255 levels,
+        # which surfaced as a 500); real test data nests a few levels, so refuse early, by name.
+        if _depth(value) > MAX_VALUE_DEPTH:
+            raise ValueError(f"value nested more than {MAX_VALUE_DEPTH} levels deep")
+        return value
 
 
 def parse_functional_args(value: Any) -> list[Any]:

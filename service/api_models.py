@@ -95,7 +95,7 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-ERRORS = {s: {"model": ErrorBody} for s in (401, 404, 409, 413, 422, 429, 503)}
+ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 
 # ---- OpenAI-compatible chat completions -----------------------------------------------------

@@ -134,8 +134,10 @@ def sandbox_serve(
     from sandbox import SandboxLimits, create_app
     from service.settings import get_settings
 
-    limits = SandboxLimits(mode=get_settings().sandbox)
-    uvicorn.run(create_app(limits, max_parallel=parallel), host=host, port=port, log_level="info")
+    settings = get_settings()
+    limits = SandboxLimits(mode=settings.sandbox)
+    uvicorn.run(create_app(limits, settings.http_policy, max_parallel=parallel), host=host, port=port,
+                log_level="info")
 
 # ---- the HTTP service, its workers, and a client ----------------------------------------------
 
@@ -204,7 +206,9 @@ def worker(name: Optional[str] = typer.Option(None, help="Consumer name (default
         _fail("tta worker needs TTA_REDIS_URL (the Redis the API uses); an embedded Redis is private to `tta serve`")
     store = Store.from_settings(settings)
     if not store.ping():
-        _fail(f"cannot reach Redis at {settings.redis_url}")
+        from service.store import redacted_url
+
+        _fail(f"cannot reach Redis at {redacted_url(settings.redis_url)}")
     w = Worker(settings, store, lambda: build_solver_deps(settings), name=name)
 
     def stop(signum, frame):

@@ -69,6 +69,15 @@ def validation_message(errs: list[dict]) -> str:
     return msg + (f" (and {more} more error{'s' if more > 1 else ''})" if more else "")
 
 
+def _unparsable_body(cause: BaseException) -> str | None:
+    """Why FastAPI could not parse a JSON body (it answers a bare "error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"request body is not valid UTF-8 (byte {cause.object[cause.start]:#04x} at offset {cause.start}); send JSON as UTF-8"
+    if isinstance(cause, RecursionError):
+        return "request body JSON is nested too deeply to parse"
+    return None
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(E.TTAError)
     async def _tta(request: Request, exc: E.TTAError):
@@ -87,6 +96,8 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            message = _unparsable_body(exc.__cause__) or message
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
         elif exc.status_code == 405:
@@ -96,7 +107,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
     async def _redis_down(request: Request, exc: Exception):
-        return error_response(503, E.StoreUnavailable.code, f"the job store (Redis) is unreachable: {exc}")
+        # the cause (with Redis's address) goes to the log; clients learn nothing of the backend
+        log.warning("Redis unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, E.StoreUnavailable.code,
+                              f"the job store (Redis) is unreachable ({type(exc).__name__}); try again shortly")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

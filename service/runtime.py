@@ -6,11 +6,15 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from service.models import ResolvedModel, resolve_model
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported where it is used: `tta verify` and `tta sandbox serve` build only a
+# verifier, and importing torch cost them ~2.5 s per call
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +31,16 @@ def cpu_has_native_bf16() -> bool:
 
 
 def pick_device(setting: str) -> torch.device:
+    import torch
+
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
 
 
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
+    import torch
+
     if setting != "auto":
         return getattr(torch, setting)
     if device.type == "cuda":
@@ -51,6 +59,7 @@ class LoadedModel:
 
 def load_model(settings: Settings) -> LoadedModel:
     """Resolve (assemble, verify, materialise) and load the configured model, offline."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if settings.threads:
@@ -77,8 +86,8 @@ def build_verifier(settings: Settings):
     if settings.sandbox_url:
         from sandbox.client import RemoteVerifier
 
-        return RemoteVerifier(settings.sandbox_url).verify_many
-    return partial(verify_many, limits=SandboxLimits(mode=settings.sandbox))
+        return RemoteVerifier(settings.sandbox_url).verify_many_or_errors
+    return partial(verify_many, limits=SandboxLimits(mode=settings.sandbox), http_policy=settings.http_policy)
 
 
 def build_solver_deps(settings: Settings, lm: LoadedModel | None = None):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from sandbox.http_verifier import HttpPolicy
 
 
 def _default_cache_dir() -> Path:
@@ -98,10 +101,31 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(3, ge=1, description="A job whose worker died this many times is marked failed.")
     worker_name: str | None = Field(None, description="Consumer name of this worker (default: host-pid-random).")
 
+    # ---- the `http` verifier (sandbox/http_verifier.py), wherever verification runs ----
+    http_verifier: Literal["off", "on"] = Field(
+        "off", description="`on` lets jobs use `http` verifiers (the client's own judge). Targets that resolve "
+        "to loopback, private, link-local or other non-public addresses stay refused unless allow-listed below."
+    )
+    http_verifier_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key that signs each http verifier request (header X-TTA-Signature)."
+    )
+    http_verifier_allow_networks: str = Field(
+        "", description="Comma-separated CIDR networks an http verifier may reach although not public "
+        "(e.g. 10.0.5.0/24 for an internal judge)."
+    )
+
 
     @property
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def http_policy(self) -> HttpPolicy:
+        """The `sandbox.HttpPolicy` these settings describe (default: http verifiers refused)."""
+        from sandbox.http_verifier import HttpPolicy
+
+        nets = tuple(n.strip() for n in self.http_verifier_allow_networks.split(",") if n.strip())
+        return HttpPolicy(enabled=self.http_verifier == "on", secret=self.http_verifier_secret, allow_networks=nets)
 
 
 @lru_cache

@@ -245,8 +245,10 @@ class Solver:
         for rec in st.rounds[first : rnd + 1]:
             for idx in rec.attempts:
                 a = st.attempts[idx]
-                if a.verdict == "pass" or not st.tokens[idx]:
-                    continue  # a passing attempt is not reprompted
+                if a.verdict != "fail" or not st.tokens[idx]:
+                    # a passing attempt is not reprompted; an "error" (the verifier could not
+                    # judge it, e.g. the sandbox was down) says nothing about the attempt
+                    continue
                 teacher_msgs = prompts.messages(templates.reprompt(req.problem.question, a.feedback), req.problem.system_prompt)
                 samples.append(DistillSample(
                     student_prompt=student_prompt,

@@ -62,6 +62,18 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex[:20]
 
 
+def redacted_url(url: str) -> str:
+    """`url` fit for logs and messages: a password in it is replaced by `***`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
+
+
 def key_id(api_key: str | None) -> str:
     """A stable, non-secret id for an API key (what the store keys are scoped by)."""
     return "anonymous" if not api_key else hashlib.sha256(api_key.encode()).hexdigest()[:16]
@@ -237,7 +249,10 @@ class Store:
                     except WatchError:
                         continue
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"the job store (Redis) is unreachable; nothing was submitted: {exc}") from None
+            # the cause (with Redis's address) is logged, not handed to the client
+            log.warning("submit: Redis unreachable: %s", exc)
+            raise StoreUnavailable(f"the job store (Redis) is unreachable ({type(exc).__name__}); nothing was "
+                                   "submitted, try again shortly") from None
 
     def _cache_lookup(self, fp: str) -> tuple[str, dict] | None:
         if self.cache_ttl_s <= 0:
