@@ -40,6 +40,15 @@ from service.store import FINAL, Store, fingerprint
 log = logging.getLogger(__name__)
 
 _EVENT_ID = re.compile(r"^\d+-\d+$")
+# Past Redis's 64-bit integers LRANGE refuses the offset (a 500, found by fuzzing); no job
+# holds more attempts than a budget allows (4096), so this bound loses nothing.
+MAX_ATTEMPT_OFFSET = 1_000_000
+
+
+def _valid_event_id(eid: str) -> bool:
+    """A stream entry id Redis accepts: two unsigned 64-bit integers (a larger one broke the
+    SSE stream after its 200 had been sent)."""
+    return bool(_EVENT_ID.match(eid)) and all(int(part) < 2**64 for part in eid.split("-"))
 THREADS = 256
 
 
@@ -155,7 +164,9 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
         return _RawJSON(view(store.get_job(job_id), raw_json=True))
 
     @v1.get("/jobs/{job_id}/attempts", response_model=AttemptsPage, summary="The attempts, in order")
-    def get_attempts(job_id: str, offset: int = Query(0, ge=0), limit: int = Query(1000, ge=1, le=10_000)):
+    def get_attempts(job_id: str, offset: int = Query(0, ge=0, le=MAX_ATTEMPT_OFFSET,
+                                                      description="Index of the first attempt returned."),
+                     limit: int = Query(1000, ge=1, le=10_000)):
         attempts = store.attempts(job_id, offset, limit)
         return {"id": job_id, "offset": offset, "total": store.attempts_count(job_id), "attempts": attempts}
 
@@ -167,7 +178,7 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
         """Events from the job's Redis stream: queued, claimed, round_start, verified, training, trained,
         checkpoint, cancel_requested, done. Reconnect with `Last-Event-ID` to continue where you were."""
         store.get_job(job_id)
-        if last_event_id is not None and not _EVENT_ID.match(last_event_id):
+        if last_event_id is not None and not _valid_event_id(last_event_id):
             raise InvalidRequest("Last-Event-ID: expected a stream entry id like 1700000000000-0")
         return StreamingResponse(_sse(store, job_id, last_event_id or "0-0"), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
