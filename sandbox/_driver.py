@@ -151,7 +151,7 @@ def _main():
     code = job["code"]
     emit({"t": "start"})
     try:
-        solution = compile(code, SOLUTION_FILE, "exec")
+        solution = compile(code, SOLUTION_FILE, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
         import traceback
 
@@ -252,7 +252,7 @@ def _main():
             started = monotonic()
 
             def check():
-                exec(compile(tests, TESTS_FILE, "exec"), namespace)
+                exec(compile(tests, TESTS_FILE, "exec", dont_inherit=True), namespace)
                 entry = job["entry_point"]
                 if entry not in namespace:
                     raise NameError(f"function {entry!r} is not defined")

@@ -88,7 +88,10 @@ def driver_source() -> str:
 
 @cache
 def _driver_code() -> Any:
-    return compile(driver_source(), "_driver.py", "exec")
+    # dont_inherit: without it the driver, and through its own compile() the candidate's
+    # code, would inherit this module's `from __future__ import annotations`, and an
+    # undefined name in an annotation would pass here and fail anywhere else
+    return compile(driver_source(), "_driver.py", "exec", dont_inherit=True)
 
 
 def run_tests(runner: Runner, spec: PythonTestsSpec, code: str) -> HarnessResult:

@@ -173,3 +173,15 @@ def test_driver_encodes_return_values_like_json():
     circular = "```python\ndef f(i):\n    x = []\n    x.append(x)\n    return x\n```"
     failed = verify(spec, circular, runner=Runner(FAST, warm_pool=0))
     assert failed.verdict == "fail" and failed.kind == "wrong_answer", failed
+
+
+def test_candidate_code_is_compiled_as_plain_python():
+    # found on a real output of the default model (fixture HumanEval/0#0): `import typing`
+    # then `List[float]` must fail as it does under plain python, not pass because the
+    # host's `from __future__ import annotations` leaked into the driver's compile()
+    spec = PythonTestsSpec(
+        type="python_tests", format="assert", tests="def check(c):\n    assert c() == 1\n", entry_point="f"
+    )
+    code = "```python\nimport typing\n\ndef f(x: List[int] = None) -> int:\n    return 1\n```"
+    result = verify(spec, code, runner=Runner(FAST, warm_pool=0))
+    assert result.kind == "runtime_error" and "NameError" in result.feedback, result
