@@ -144,8 +144,10 @@ class TrainStats(_Model):
     step_divergence: list[float]
     loss_before: float | None = Field(description="Student-teacher divergence before the first step.")
     loss_after: float | None = Field(description="Divergence of the weights kept after the round.")
-    kept_step: int
-    collapsed: bool
+    kept_step: int = Field(description="Accepted updates in the kept weights.")
+    collapsed: bool = Field(description="Backtracking ran out of step size; the best weights seen were kept.")
+    backtracks: int = Field(0, description="Updates that raised the divergence, undone and redone at half the step.")
+    final_lr: float | None = Field(None, description="The step size the round ended at.")
     tokens: int
     samples: int
 

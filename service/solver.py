@@ -261,7 +261,8 @@ class Solver:
         return TrainStats(
             steps=len(rep.step_divergence), step_divergence=rep.step_divergence,
             loss_before=nan(rep.loss_before), loss_after=nan(rep.loss_after), kept_step=rep.kept_step,
-            collapsed=rep.collapsed, tokens=rep.tokens, samples=len(samples),
+            collapsed=rep.collapsed, backtracks=rep.backtracks, final_lr=nan(rep.final_lr),
+            tokens=rep.tokens, samples=len(samples),
         )
 
     # -- result ------------------------------------------------------------------------------

@@ -111,3 +111,22 @@ def test_collapse_guard_keeps_best_weights(tiny_deps, failed_attempt):
         assert rep.loss_after == min(rep.step_divergence)
     finally:
         d.pool.delete(adapter)
+
+
+
+def test_overshooting_step_is_undone_and_retried_smaller(tiny_deps, failed_attempt):
+    """A step size that overshoots must not throw the round away (the old guard kept the
+    start, so sdpo sampled exactly like best-of-k): the update is undone, redone at half the
+    step from the same point, and the round still ends closer to the teacher."""
+    d = tiny_deps
+    samples, _ = failed_attempt
+    adapter = d.pool.create("t-backtrack", LoraSpec(rank=8, alpha=16), seed=0)
+    try:
+        base = _base_params(d.pool.model)
+        rep = d.trainer.train_round(adapter, samples, TrainConfig(steps=6, lr=3e-2, teacher_ema=1.0))
+        assert rep.backtracks >= 1 and rep.final_lr < 3e-2, rep
+        assert rep.loss_after < rep.loss_before, rep
+        assert rep.kept_step >= 1 and not rep.collapsed, rep
+        assert all(torch.equal(p, base[n]) for n, p in d.pool.model.named_parameters() if "lora_" not in n)
+    finally:
+        d.pool.delete(adapter)
