@@ -502,7 +502,7 @@ class Runner:
             raise
         if channel:
             os.close(chan_w)
-        return _Sandbox(proc, chan_r if channel else None, uid, tmpdir)
+        return _Sandbox(proc, chan_r if channel else None, uid, tmpdir, lim.mode == "bwrap")
 
     def _collect(self, box: _Sandbox, stdin: bytes, wall_s: float) -> RunResult:
         """Feeds `stdin`, gathers the capped output until exit or the wall limit, reaps the tree."""
@@ -514,7 +514,7 @@ class Runner:
             if box.chan_r is not None:
                 streams[box.chan_r] = "channel"
             caps = {"stdout": lim.output_cap_bytes, "stderr": lim.output_cap_bytes, "channel": lim.channel_cap_bytes}
-            bufs, dropped, timed_out = _pump(proc, streams, caps, start + wall_s, stdin)
+            bufs, dropped, timed_out = _pump(proc, streams, caps, start + wall_s, stdin, box.bwrap)
             rc = proc.wait()
             wall = time.monotonic() - start
         finally:
@@ -530,11 +530,12 @@ class _Sandbox:
     chan_r: int | None
     uid: int | None
     tmpdir: tempfile.TemporaryDirectory[str] | None  # unsafe mode's work dir
+    bwrap: bool  # isolated (mode "bwrap"), as opposed to unsafe
 
     def discard(self) -> None:
         """Kills the tree if it still runs, reaps it, frees its fds, work dir and uid. Idempotent."""
         if self.proc.returncode is None:
-            _kill_tree(self.proc)
+            _kill_tree(self.proc, self.bwrap)
             self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
@@ -603,18 +604,52 @@ def _link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> N
     os.chmod(dst, 0o755 if os.access(src_path, os.X_OK) else 0o644)
 
 
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    # bwrap leads its own process group (start_new_session); the sandbox's pid 1 dies with
-    # it (--die-with-parent) and takes the pid namespace along. In unsafe mode a child that
-    # called setsid() escapes this; that mode promises no containment.
+def _kill_tree(proc: subprocess.Popen[bytes], bwrap: bool) -> None:
+    """SIGKILLs the run's whole tree; with `bwrap`, returns once all of it is reaped.
+
+    The namespace's pid 1 (bwrap's only child) is killed first: the kernel then kills and
+    reaps every process of the pid namespace before pid 1 exits, and bwrap exits once it
+    has reaped pid 1, so reaping bwrap means nothing of the run is left. Killing bwrap
+    first (its process group: it leads one, start_new_session) also ends the namespace,
+    via --die-with-parent, but after bwrap is gone, so for a moment the caller would
+    return while the code's processes still exist. The group kill stays as the fallback
+    (no /proc children list, or bwrap not exiting). In unsafe mode a child that called
+    setsid() escapes the group kill; that mode promises no containment."""
+    if proc.returncode is not None:
+        return  # reaped: its pid may already belong to another process
+    children = _children(proc.pid) if bwrap else []
+    for child in children:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if children:
+        try:
+            proc.wait(timeout=2.0)
+            return
+        except subprocess.TimeoutExpired:
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(c) for c in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _pump(
-    proc: subprocess.Popen[bytes], streams: dict[int, str], caps: dict[str, int], deadline: float, stdin: bytes
+    proc: subprocess.Popen[bytes],
+    streams: dict[int, str],
+    caps: dict[str, int],
+    deadline: float,
+    stdin: bytes,
+    bwrap: bool,
 ) -> tuple[dict[str, bytearray], dict[str, int], bool]:
     """Writes `stdin` and reads all streams incrementally until EOF, keeping at most `caps` bytes of each."""
     bufs = {name: bytearray() for name in streams.values()}
@@ -638,7 +673,7 @@ def _pump(
             now = time.monotonic()
             if killed_at is None and now >= deadline:
                 timed_out = True
-                _kill_tree(proc)
+                _kill_tree(proc, bwrap)
                 killed_at = now
             if killed_at is not None and now - killed_at > 2.0:
                 break  # something outside the tree still holds a pipe (unsafe mode only)
@@ -676,9 +711,9 @@ def _pump(
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             timed_out = True
-            _kill_tree(proc)
+            _kill_tree(proc, bwrap)
     else:
-        _kill_tree(proc)
+        _kill_tree(proc, bwrap)
     return bufs, dropped, timed_out
 
 

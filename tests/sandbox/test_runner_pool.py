@@ -185,3 +185,21 @@ def test_candidate_code_is_compiled_as_plain_python():
     code = "```python\nimport typing\n\ndef f(x: List[int] = None) -> int:\n    return 1\n```"
     result = verify(spec, code, runner=Runner(FAST, warm_pool=0))
     assert result.kind == "runtime_error" and "NameError" in result.feedback, result
+
+
+def test_nothing_of_a_killed_run_outlives_the_call():
+    # the wall-clock kill used to SIGKILL bwrap first, and the namespace died after the call
+    # had returned: a dying process of the run could still be listed for a moment
+    runner = Runner(FAST.model_copy(update={"wall_timeout_s": 1.0}), warm_pool=0)
+    for _ in range(5):
+        marker = uuid.uuid4().hex[:15]
+        code = (
+            f"open('/proc/self/comm', 'w').write('{marker}')\n"  # threads inherit the name
+            "import threading\n"
+            "def spin():\n    while True:\n        pass\n"
+            "for _ in range(16):\n    threading.Thread(target=spin).start()\n"
+        )
+        result = runner.run_python(["-c", code])
+        assert result.timed_out, result
+        left = [p.info for p in psutil.process_iter(["pid", "name", "status"]) if p.info["name"] == marker]
+        assert not left, left
