@@ -1,6 +1,9 @@
 """Finds the code in a model's answer.
 
-Rules, in order:
+Rules, in order. Before they apply, a fenced block whose first line is indented (the
+default model sometimes indents a whole block; a fence in a list item indents it too)
+is dedented: Python cannot start indented, so this never changes code that would have
+run as written.
  1. Fenced blocks tagged python/python3/py (```python ... ```): the LONGEST one wins
     (as in the SDPO reference: models often put a short usage example or test in a
     second block, and the solution is usually the longest).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import re
+import textwrap
 from dataclasses import dataclass
 
 _PY_TAGS = {"python", "python3", "py", "py3"}
@@ -54,6 +58,11 @@ def fenced_blocks(text: str) -> list[CodeBlock]:
         pos = closing.end()
 
 
+def _dedented(code: str) -> str:
+    first = next((line for line in code.splitlines() if line.strip()), "")
+    return textwrap.dedent(code) if first[:1] in (" ", "\t") else code
+
+
 def _parses(code: str) -> bool:
     try:
         ast.parse(code)
@@ -77,7 +86,7 @@ def _looks_like_program(code: str) -> bool:
 
 def extract_code(text: str) -> str | None:
     """The code to run from a model's answer, or None if there is none (see module doc)."""
-    blocks = fenced_blocks(text)
+    blocks = [CodeBlock(b.lang, _dedented(b.code), b.terminated) for b in fenced_blocks(text)]
     done = [b for b in blocks if b.terminated and b.code.strip()]
     tagged = [b for b in done if b.lang in _PY_TAGS]
     if tagged:

@@ -1,6 +1,12 @@
-"""Code extraction on outputs shaped like a small Qwen coder model's."""
+"""Code extraction: hand-made edge cases, and real outputs of the default model."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from sandbox.extract import extract_code, fenced_blocks
 
@@ -97,3 +103,31 @@ def test_bare_code_fallback():
 def test_py_tag_and_indented_fence():
     text = "  ```py\ndef g():\n    return 2\n  ```"
     assert extract_code(text) == "def g():\n    return 2\n"
+
+
+# ---- real outputs of the default model ---------------------------------------------------
+# fixtures/default_model_outputs.jsonl: outputs of Qwen2.5-Coder-0.5B-Instruct at T=1.0 drawn by
+# fixtures/generate_default_model_outputs.py (llama.cpp engine, the solver's chat template);
+# `expected` and `note` were written by hand after reading each `text`.
+
+FIXTURE = Path(__file__).parent / "fixtures" / "default_model_outputs.jsonl"
+
+
+def _real_outputs() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("row", _real_outputs(), ids=lambda row: row["id"])
+def test_real_default_model_output(row: dict[str, Any]) -> None:
+    assert extract_code(row["text"]) == row["expected"]
+
+
+def test_indented_block_is_dedented():
+    # the default model sometimes indents a whole block (match_parens#0 in the fixture)
+    text = "```python\n    def g():\n        return 2\n\n    print(g())\n```"
+    assert extract_code(text) == "def g():\n    return 2\n\nprint(g())\n"
+    listed = "1. Code:\n   ```python\n   def g():\n       return 2\n   ```"
+    assert extract_code(listed) == "def g():\n    return 2\n"
+    # code that starts at column 0 is left exactly as written, whitespace-only lines included
+    plain = "```python\ns = '''a\n    \nb'''\n```"
+    assert extract_code(plain) == "s = '''a\n    \nb'''\n"
