@@ -245,6 +245,12 @@ class Runner:
 
     # ---- the warm pool ----------------------------------------------------------------------
 
+    def _forget_pool(self) -> None:
+        self._pool_lock = threading.Lock()  # a lock held by another thread at fork stays held
+        self._pool.clear()
+        self._pool_key = None
+        self._pool_starting = 0
+
     def _take_warm(self, key: tuple[tuple[str, ...], bool]) -> _Sandbox | None:
         while True:
             with self._pool_lock:
@@ -582,6 +588,18 @@ class _Spawner:
 
 
 _SPAWNER = _Spawner()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has no spawner thread, and the spares belong to the parent (their
+    # pipes and pids): start afresh rather than wait on a thread or a process that is not ours.
+    global _SPAWNER
+    _SPAWNER = _Spawner()
+    for runner in list(_RUNNERS):
+        runner._forget_pool()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _discard_all(pool: collections.deque[_Sandbox]) -> None:

@@ -203,3 +203,15 @@ def test_nothing_of_a_killed_run_outlives_the_call():
         assert result.timed_out, result
         left = [p.info for p in psutil.process_iter(["pid", "name", "status"]) if p.info["name"] == marker]
         assert not left, left
+
+
+def test_a_forked_child_starts_its_own_spares(pooled):
+    verify(OK_SPEC, OK_CODE, runner=pooled)
+    wait_for_pool(pooled, 2)
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's spares are not its own; it must still verify
+        ok = not pooled._pool and verify(OK_SPEC, OK_CODE, runner=pooled).verdict == "pass"
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert all(box.proc.poll() is None for box in list(pooled._pool))  # the parent's are untouched
