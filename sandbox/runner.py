@@ -13,8 +13,9 @@ What a run gets (mode "bwrap"):
   * when the runner is root, the whole tree runs as an unprivileged uid drawn from a
     small pool (one uid per concurrent run), so RLIMIT_NPROC is enforced (the kernel
     exempts uid 0 from it) and a namespace escape would land as nobody, not root;
-  * a wall-clock limit: bwrap's process group is SIGKILLed; `--die-with-parent` and
-    the pid namespace then take every descendant with it.
+  * a wall-clock limit: the namespace's pid 1 is SIGKILLed, which takes every process
+    of the pid namespace with it, and the call returns once bwrap has reaped it
+    (`--die-with-parent` and a group kill of bwrap are the fallbacks; see _kill_tree).
 
 How it is started: `prlimit <limits> -- setpriv <uid> -- bwrap ...` (util-linux), so that
 `subprocess` can use vfork. The alternative, a `preexec_fn` plus `user=`, forces a full
