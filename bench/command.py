@@ -40,9 +40,10 @@ def resolve(opts: dict[str, Any], quick: bool) -> dict[str, Any]:
 
 def default_run_dir(cfg: BenchConfig) -> Path:
     """Same settings, same directory: rerunning the same command resumes it."""
-    set_slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cfg.set).stem if "/" in cfg.set else cfg.set)
+    from bench.sets import set_slug
+
     extra = "".join(f"-{k}{v}" for k, v in sorted(cfg.sdpo.items()))
-    name = f"{set_slug}-{cfg.model}-k{cfg.k}-n{cfg.n}-t{cfg.temperature:g}-m{cfg.max_new_tokens}{extra}"
+    name = f"{set_slug(cfg.set)}-{cfg.model}-k{cfg.k}-n{cfg.n}-t{cfg.temperature:g}-m{cfg.max_new_tokens}{extra}"
     return RUNS_DIR / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 

@@ -167,9 +167,9 @@ def publish(run_dir: Path, dest_root: Path, date: str | None = None) -> Path:
     if not (run_dir / SUMMARY).exists():
         raise FileNotFoundError(f"{run_dir / SUMMARY}: report the run first (tta bench report {run_dir})")
     cfg = load_config(run_dir)
-    set_name = str(cfg.get("set", "set"))
-    set_slug = Path(set_name).stem if "/" in set_name else set_name
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{set_slug}-{cfg.get('model', 'model')}-{date or time.strftime('%Y-%m-%d')}")
+    from bench.sets import set_slug
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{set_slug(str(cfg.get('set', 'set')))}-{cfg.get('model', 'model')}-{date or time.strftime('%Y-%m-%d')}")
     dest = Path(dest_root) / name
     dest.mkdir(parents=True, exist_ok=True)
     for f in PUBLISHED:

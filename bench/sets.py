@@ -228,3 +228,17 @@ def load_set(spec: str) -> list[BenchProblem]:
 
 
 SET_NAMES = ("examples", "quick", "math-small", "humaneval-edge")
+
+
+def set_slug(spec: str) -> str:
+    """A file-name-safe name for a set spec: a path's stem (`bench/data/x.jsonl` -> `x`,
+    `lcb:dir/y.json` -> `lcb_y`); other specs whole (`humaneval:HumanEval/119,HumanEval/65`
+    -> `humaneval_HumanEval_119_HumanEval_65`), not the text after their last slash."""
+    import re
+
+    prefix, _, rest = spec.partition(":") if spec.startswith(("lcb:",)) else ("", "", spec)
+    if prefix or (not spec.startswith("humaneval:") and ("/" in spec or Path(spec).suffix)):
+        name = (prefix + "_" if prefix else "") + Path(rest).stem
+    else:
+        name = spec
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "set"

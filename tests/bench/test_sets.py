@@ -112,3 +112,16 @@ def test_edge_selection_rule(tmp_path):
 def test_unknown_set():
     with pytest.raises(SetError, match="unknown problem set"):
         load_set("nope")
+
+
+@pytest.mark.parametrize("spec, slug", [
+    ("quick", "quick"),
+    ("humaneval:HumanEval/119,HumanEval/65", "humaneval_HumanEval_119_HumanEval_65"),
+    ("lcb:data/hard.jsonl", "lcb_hard"),
+    ("bench/data/math_small.jsonl", "math_small"),
+    ("examples/", "examples"),
+])
+def test_set_slug_names_runs_after_the_whole_spec(spec, slug):
+    from bench.sets import set_slug
+
+    assert set_slug(spec) == slug
