@@ -80,10 +80,10 @@ def _plot_per_problem(summary: dict[str, Any], out_dir: Path, title: str, plt: A
     ax.axhline(k + 0.5, color="grey", linewidth=0.6, linestyle="--")
     ax.set_xticks(range(len(probs)), probs, rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(f"attempts to solve (x at {k + 1}: not within K={k})")
-    ax.set_ylim(0, k + 2)
+    ax.set_ylim(0, k + 4)  # headroom: the legend sits above the "not solved" row
     ax.set_title(f"{title} — attempts to solve per problem and seed".strip(" —"), fontsize=9)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", ncol=len(strategies))
     fig.tight_layout()
     path = out_dir / "attempts_per_problem.png"
     fig.savefig(path)
