@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "examples"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 RATES_FILE = Path(__file__).resolve().parent / "results" / "humaneval_rates.jsonl"
+HUMANEVAL_TASKS = 164
 QUICK_FILES = ("fibonacci_json.yaml", "match_parens.yaml")
 
 # humaneval-edge selection rule (DESIGN: "at the edge"): at least one pass, rate within these.
@@ -176,7 +177,16 @@ def select_edge(
 def humaneval_edge_set(rates_file: Path = RATES_FILE) -> list[BenchProblem]:
     if not rates_file.exists():
         raise SetError(f"humaneval-edge needs the measured base rates in {rates_file}, which is absent: {EDGE_HOWTO}")
-    tasks = select_edge(read_rates(rates_file))
+    rows = read_rates(rates_file)
+    tasks = select_edge(rows)
+    scanned = len(pooled_rates(rows))
+    if scanned < HUMANEVAL_TASKS:
+        # A partial scan is usable (the scan resumes), but the set is then partial too.
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "humaneval-edge from a partial scan: %d of %d HumanEval tasks measured in %s; "
+            "rerun `python -m bench.edge_scan` to finish it", scanned, HUMANEVAL_TASKS, rates_file)
     if not tasks:
         raise SetError(
             f"{rates_file} holds no HumanEval task of model {EDGE_MODEL!r} with a base rate in "

@@ -125,3 +125,12 @@ def test_set_slug_names_runs_after_the_whole_spec(spec, slug):
     from bench.sets import set_slug
 
     assert set_slug(spec) == slug
+
+
+def test_partial_scan_gives_a_partial_set_and_says_so(tmp_path, caplog):
+    f = tmp_path / "rates.jsonl"
+    f.write_text(json.dumps({"problem": "HumanEval/2", "model": "default", "samples": 16, "passed": 2}) + "\n")
+    with caplog.at_level("WARNING"):
+        probs = sets.humaneval_edge_set(f)
+    assert [p.name for p in probs] == ["HumanEval/2"]
+    assert "partial scan: 1 of 164" in caplog.text
