@@ -240,19 +240,10 @@ def test_parallel_and_sequential_decode_agree(engine, tiny_model):
 
 # -- (f) the solve loop on this engine -----------------------------------------------------
 def test_sdpo_solve_end_to_end(engine, tiny_deps):
-    from service.schemas import SolveRequest
+    from tests.engine_cases import unsolvable_sdpo_request
     from service.solver import Solver
 
-    req = SolveRequest.model_validate({
-        "problem": {"question": "Write a Python function `add(a, b)` returning a + b, in a ```python block."},
-        "verifier": {"type": "python_tests", "format": "assert", "entry_point": "add",
-                     "tests": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(2, 3) == 6\n"},
-        "strategy": "sdpo",
-        "budget": {"max_attempts": 4},
-        "sampling": {"n": 2, "max_new_tokens": 16},
-        "sdpo": {"steps": 1, "lora": {"rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}},
-        "seed": 7,
-    })
+    req = unsolvable_sdpo_request()
     res = Solver(replace(tiny_deps, engine=engine)).solve(req)
     assert res.engine == "llamacpp" and res.status == "exhausted", res.reason
     assert res.attempts_used == 4 and [len(r.attempts) for r in res.rounds] == [2, 2]

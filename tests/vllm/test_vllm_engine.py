@@ -209,19 +209,10 @@ def test_rank_above_the_engine_limit_is_refused(deps, ps):
 
 
 def test_sdpo_solve_end_to_end(deps):
-    from service.schemas import SolveRequest
+    from tests.engine_cases import unsolvable_sdpo_request
     from service.solver import Solver
 
-    req = SolveRequest.model_validate({
-        "problem": {"question": QUESTIONS[0]},
-        "verifier": {"type": "python_tests", "format": "assert", "entry_point": "add",
-                     "tests": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(2, 3) == 6\n"},
-        "strategy": "sdpo",
-        "budget": {"max_attempts": 4},
-        "sampling": {"n": 2, "max_new_tokens": 16},
-        "sdpo": {"steps": 1, "lora": {"rank": 4, "alpha": 8, "targets": ["q_proj", "v_proj"]}},
-        "seed": 7,
-    })
+    req = unsolvable_sdpo_request()
     events: list[dict] = []
     res = Solver(deps).solve(req, on_event=events.append)
     assert res.engine == "vllm" and res.status == "exhausted", res.reason
