@@ -134,3 +134,15 @@ def test_partial_scan_gives_a_partial_set_and_says_so(tmp_path, caplog):
         probs = sets.humaneval_edge_set(f)
     assert [p.name for p in probs] == ["HumanEval/2"]
     assert "partial scan: 1 of 164" in caplog.text
+
+
+def test_edge_split_keeps_dev_tasks_out_of_the_test_split(tmp_path):
+    rows = [{"problem": t, "model": "default", "samples": 16, "passed": 2}
+            for t in ("HumanEval/2", "HumanEval/65", "HumanEval/119")]
+    f = tmp_path / "rates.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert [p.name for p in sets.humaneval_edge_split("dev", f)] == list(sets.DEV_TASKS)
+    assert [p.name for p in sets.humaneval_edge_split("test", f)] == ["HumanEval/2"]
+    f.write_text("\n".join(json.dumps(r) for r in rows[1:]) + "\n")
+    with pytest.raises(SetError, match="every edge task .* is a dev task"):
+        sets.humaneval_edge_split("test", f)
