@@ -32,6 +32,7 @@ class LossConfig:
     top_k: int | None = 100  # None = the whole vocabulary
     add_tail: bool = True  # top-k plus one bucket for the remaining mass
     token_level: bool = False  # reverse-KL estimate on the sampled tokens only
+    negative_only: bool = False  # token-level: only push down tokens the teacher likes less
     is_clip: float | None = 2.0  # clip of the importance ratio pi_theta / pi_sampling
 
 
@@ -83,13 +84,25 @@ def topk_divergence(
     return divergence(fix(student_topk_log), fix(teacher_topk_log), alpha)
 
 
-def token_level_loss(student_tok_log: torch.Tensor, teacher_tok_log: torch.Tensor) -> torch.Tensor:
+def token_level_loss(
+    student_tok_log: torch.Tensor, teacher_tok_log: torch.Tensor, negative_only: bool = False
+) -> torch.Tensor:
     """Reverse KL estimated on the sampled tokens: sg(log pi_s - log pi_t) * log pi_s.
 
     Its gradient is the score-function (REINFORCE) estimate of grad KL(S || T) on tokens
     sampled from the student; its value is not a divergence (report `token_log_ratio`).
+
+    `negative_only` keeps the positive log-ratios only: a failed attempt's tokens that the
+    teacher (shown the feedback) finds less likely than the student does are pushed down, and
+    nothing is pulled up. The mass freed goes to the student's own alternatives in proportion
+    to their probability, not to the teacher's: for a model whose feedback-conditioned
+    predictions are worse than its own (the 0.5B default on HumanEval), that keeps the
+    teacher's credit assignment (which tokens the feedback implicates) without its bias.
     """
-    return (student_tok_log - teacher_tok_log).detach() * student_tok_log
+    ratio = (student_tok_log - teacher_tok_log).detach()
+    if negative_only:
+        ratio = ratio.clamp(min=0.0)
+    return ratio * student_tok_log
 
 
 def importance_weights(
@@ -128,8 +141,10 @@ def per_token_loss_lookup(
     s_tok = student_log.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     if cfg.token_level:
         t_tok = teacher_at(tokens.unsqueeze(-1)).squeeze(-1).detach()
-        loss = token_level_loss(s_tok, t_tok)
+        loss = token_level_loss(s_tok, t_tok, cfg.negative_only)
         div = (s_tok - t_tok).detach()
+        if cfg.negative_only:
+            div = div.clamp(min=0.0)
     else:
         if cfg.top_k is None:
             loss = divergence(student_log, teacher_at(None).detach(), cfg.alpha)

@@ -67,6 +67,11 @@ class SdpoOptions(_Model):
     token_level: bool = Field(
         False, description="Reverse KL estimated on the sampled tokens only (cheaper, noisier); ignores alpha and top_k."
     )
+    negative_only: bool = Field(
+        False,
+        description="With token_level: only push down the failed attempt's tokens that the feedback-shown teacher "
+        "finds less likely; never pull tokens up toward the teacher (for models that use feedback poorly).",
+    )
     teacher_ema: float = Field(
         0.05, gt=0.0, le=1.0,
         description="EMA rate of the teacher's LoRA weights per step; 1.0 = teacher is the student at round start.",
@@ -78,6 +83,12 @@ class SdpoOptions(_Model):
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")
     lora: LoraOptions = Field(default_factory=LoraOptions)
+
+    @model_validator(mode="after")
+    def _negative_only_is_token_level(self) -> "SdpoOptions":
+        if self.negative_only and not self.token_level:
+            raise ValueError("negative_only applies to the token-level loss: set token_level: true as well")
+        return self
 
 
 class SolveRequest(_Model):

@@ -83,7 +83,8 @@ def train_config(req: SolveRequest) -> TrainConfig:
     return TrainConfig(
         steps=o.steps,
         lr=o.lr,
-        loss=LossConfig(alpha=o.alpha, top_k=o.top_k, token_level=o.token_level, is_clip=o.is_clip),
+        loss=LossConfig(alpha=o.alpha, top_k=o.top_k, token_level=o.token_level, negative_only=o.negative_only,
+                        is_clip=o.is_clip),
         teacher_ema=o.teacher_ema,
         micro_batch=o.micro_batch,
         max_grad_norm=o.max_grad_norm,

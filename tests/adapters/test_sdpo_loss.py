@@ -128,6 +128,32 @@ def test_token_level_gradient_is_reverse_kl_score_function():
     assert s.grad[1].item() == 0.0
 
 
+def test_negative_only_pushes_down_and_never_pulls_up():
+    # student over-rates token 0 (teacher finds it less likely), under-rates token 1
+    s = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).log_softmax(-1).requires_grad_()
+    t = torch.tensor([[0.0, 0.0, 0.0], [0.0, 2.0, 0.0]]).log_softmax(-1)
+    toks = torch.tensor([0, 1])
+    loss, div = sdpo_loss(s, t, toks, torch.ones(2), LossConfig(token_level=True, negative_only=True, is_clip=None))
+    loss.backward()
+    assert s.grad[0, 0] > 0  # descent lowers the over-rated sampled token
+    assert s.grad[1].abs().sum() == 0  # the under-rated one gets no push at all
+    assert div.item() == pytest.approx((s[0, 0] - t[0, 0]).item() / 2)  # monitored: positive part only
+    full, _ = sdpo_loss(s, t, toks, torch.ones(2), LossConfig(token_level=True, is_clip=None))
+    s.grad = None
+    full.backward()
+    assert s.grad[1, 1] < 0  # the plain token-level loss would pull it up
+
+
+def test_negative_only_needs_the_token_level_loss():
+    from pydantic import ValidationError
+
+    from service.schemas import SdpoOptions
+
+    with pytest.raises(ValidationError, match="set token_level: true"):
+        SdpoOptions(negative_only=True)
+    assert SdpoOptions(negative_only=True, token_level=True).negative_only
+
+
 def test_importance_ratio_is_clipped_and_detached():
     cur = torch.tensor([0.0, -1.0, -3.0], requires_grad=True)
     old = torch.tensor([-2.0, -1.0, -1.0])
