@@ -1,0 +1,307 @@
+"""Tune SDPO on a dev split: how much does one round of SDPO raise the probability of passing?
+
+    python -m bench.sweep --set humaneval-edge-dev --pool 48 --rounds 2 \\
+        --config default --config lr=3e-4 --config alpha=1.0 --config lora.targets=q_proj+v_proj
+
+Why not tune on discovery@k directly: a discovery run answers "solved within K or not", one
+bit per (problem, seed), and at these base rates (5-30%) telling two settings apart needs
+hundreds of runs of minutes each. This measures the quantity discovery is made of, with far
+less noise, and spends the compute on training (the part the settings change), not sampling:
+
+1. Per problem, `--pool` attempts are sampled once from the base model (bench sampling: T,
+   max tokens) and verified; cached under bench/runs/sweep-*/pool.jsonl and reused.
+2. The passing attempts are the references (up to `--refs`); the failures are split into
+   `--rounds` disjoint rounds of `--round-n`: each is a first round in which every attempt
+   failed, which is the state SDPO trains in when discovery is still open.
+3. For each config and round: a fresh LoRA, one `train_round` on that round's failures
+   exactly as the solver builds it (teacher = the model shown each failure's feedback), then
+   the sequence log-probability of every reference and failure under the adapter, minus the
+   base model's.
+
+Reported per config (mean over rounds, 95% bootstrap over rounds and references):
+- `pass_gain`: log of mean_ref exp(logp_adapter(ref) - logp_base(ref)), an importance-sampling
+  estimate of log(P_adapter(pass) / P_base(pass)) restricted to the passing programs the base
+  model samples (a lower bound: passes the base model never writes are not counted). exp of it
+  is the factor by which one attempt's pass probability moved: > 1 means fewer attempts.
+- `dlogp_pass`, `dlogp_fail_trained`, `dlogp_fail_heldout`: mean change of per-sequence
+  log-probability of references, of the round's own failures and of failures from other rounds.
+
+What one round cannot show: replay of earlier rounds and the EMA teacher (its rate only acts
+from round two on) — those need the discovery benchmark itself.
+Rows go to `--out` (JSONL, one per config x round) and the table to `--table` (markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+RUNS = Path(__file__).resolve().parent / "runs"
+
+
+def parse_config(spec: str) -> dict[str, Any]:
+    """'default' -> {}; 'lr=3e-4,steps=8,lora.targets=q_proj+v_proj' -> nested SdpoOptions overrides.
+    Values are JSON where they parse (numbers, true/false, null), else strings; `a+b` is a list."""
+    out: dict[str, Any] = {}
+    if spec in ("", "default"):
+        return out
+    for part in spec.split(","):
+        key, sep, raw = part.partition("=")
+        if not sep:
+            raise ValueError(f"config {spec!r}: {part!r} is not key=value")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw.split("+") if "+" in raw or key.endswith("targets") else raw
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merged(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def log_mean_exp(xs: list[float]) -> float:
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs) / len(xs))
+
+
+def summarise(rows: list[dict[str, Any]], reps: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean over rounds of each metric, with a percentile bootstrap that resamples rounds and,
+    within each, references (the noisy part of pass_gain)."""
+    rng = random.Random(seed)
+
+    def stats(draw_rows: list[dict[str, Any]], resample_refs: bool) -> dict[str, float]:
+        out: dict[str, list[float]] = {"pass_gain": [], "dlogp_pass": [], "dlogp_fail_trained": [], "dlogp_fail_heldout": []}
+        for r in draw_rows:
+            d = r["d_pass"]
+            if resample_refs:
+                d = [rng.choice(d) for _ in d]
+            out["pass_gain"].append(log_mean_exp(d))
+            out["dlogp_pass"].append(sum(d) / len(d))
+            out["dlogp_fail_trained"].append(r["dlogp_fail_trained"])
+            if r["dlogp_fail_heldout"] is not None:
+                out["dlogp_fail_heldout"].append(r["dlogp_fail_heldout"])
+        return {k: (sum(v) / len(v) if v else math.nan) for k, v in out.items()}
+
+    point = stats(rows, False)
+    boots = [stats([rng.choice(rows) for _ in rows], True) for _ in range(reps)]
+    res: dict[str, Any] = {}
+    for k, v in point.items():
+        vals = sorted(b[k] for b in boots if not math.isnan(b[k]))
+        lo, hi = (vals[int(0.025 * len(vals))], vals[int(0.975 * len(vals)) - 1]) if vals else (math.nan, math.nan)
+        res[k] = {"mean": v, "lo": lo, "hi": hi}
+    res["train_s"] = sum(r["train_s"] for r in rows) / len(rows)
+    res["rounds"] = len(rows)
+    return res
+
+
+def markdown(table: list[tuple[str, dict[str, Any]]], header: str) -> str:
+    def ci(m: dict[str, float], exp: bool = False) -> str:
+        f = (lambda x: f"{math.exp(x):.2f}x") if exp else (lambda x: f"{x:+.2f}")
+        return f"{f(m['mean'])} ({f(m['lo'])}–{f(m['hi'])})"
+
+    lines = [header, "",
+             "| config | pass prob. factor (95% CI) | Δ log p pass | Δ log p fail (trained) | Δ log p fail (held out) | train s/round |",
+             "|---|---|---|---|---|---|"]
+    for name, s in table:
+        lines.append(f"| `{name}` | {ci(s['pass_gain'], exp=True)} | {ci(s['dlogp_pass'])} | "
+                     f"{ci(s['dlogp_fail_trained'])} | {ci(s['dlogp_fail_heldout'])} | {s['train_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def table_from_rows(rows: list[dict[str, Any]], header: str) -> str:
+    """The markdown table of every config in `rows` (JSONL rows of --out), in first-seen order."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault(r["config"], []).append(r)
+    return markdown([(c, summarise(rs)) for c, rs in by.items()], header)
+
+
+def main() -> None:  # pragma: no cover - needs the model; exercised by running it
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", default="humaneval-edge-dev")
+    ap.add_argument("--config", action="append", default=None, help="SDPO overrides, e.g. lr=3e-4,steps=8 (repeatable)")
+    ap.add_argument("--pool", type=int, default=48, help="base attempts sampled per problem (cached)")
+    ap.add_argument("--rounds", type=int, default=2, help="all-failed rounds per problem")
+    ap.add_argument("--round-n", type=int, default=8)
+    ap.add_argument("--refs", type=int, default=12, help="passing references per problem (at most)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-new-tokens", type=int, default=384)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("bench/results/sdpo_sweep.jsonl"))
+    ap.add_argument("--table", type=Path, default=Path("bench/results/sdpo_sweep.md"))
+    ap.add_argument("--report", action="store_true", help="only rewrite --table from the rows in --out")
+    args = ap.parse_args()
+    if args.report:
+        rows = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
+        r0 = rows[0]
+        md = table_from_rows(rows, (
+            f"SDPO sweep, model `{r0['model']}`, T={r0['temperature']:g}, {r0['max_new_tokens']} tokens: one round "
+            f"of {r0['round_n']} failed attempts per cell; problems {', '.join(dict.fromkeys(r['problem'] for r in rows))}; "
+            f"refs = passing base samples from a pool of {r0['pool']} (`python -m bench.sweep --report`)."))
+        args.table.write_text(md)
+        print(md)
+        return
+    configs = args.config or ["default"]
+
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from adapters.trainer import DistillSample
+    from bench.sets import load_set, set_slug
+    from service import prompts, templates
+    from service.engines.base import SamplingParams
+    from service.runtime import build_solver_deps
+    from service.settings import get_settings
+    from service.solver import lora_spec, train_config
+
+    console = Console(stderr=True)
+    settings = get_settings()
+    problems = load_set(args.set)
+    deps = build_solver_deps(settings)
+    tok = deps.tokenizer
+    cache_dir = RUNS / f"sweep-{set_slug(args.set)}-{deps.model_name}-t{args.temperature:g}-m{args.max_new_tokens}"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    pool_file = cache_dir / "pool.jsonl"
+    cached: dict[str, list[dict[str, Any]]] = {}
+    if pool_file.exists():
+        for line in pool_file.read_text().splitlines():
+            rec = json.loads(line)
+            cached.setdefault(rec["problem"], []).append(rec)
+
+    # 1. the base pool per problem (cached: sampling is not what the configs change)
+    data = {}
+    for bp in problems:
+        q, ver = bp.problem.problem, bp.problem.verifier
+        prompt_ids = prompts.render(tok, prompts.messages(q.question, q.system_prompt))
+        have = cached.get(bp.name, [])
+        while len(have) < args.pool:
+            k = min(args.round_n, args.pool - len(have))
+            t = time.monotonic()
+            outs = deps.engine.generate([prompt_ids], None, SamplingParams(
+                n=k, temperature=args.temperature, top_p=1.0, max_new_tokens=args.max_new_tokens,
+                seed=5000 + args.seed + len(have)))[0]
+            vs = deps.verify(ver, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
+            new = [{"problem": bp.name, "text": o.text, "tokens": o.token_ids, "verdict": v.verdict,
+                    "feedback": v.feedback} for o, v in zip(outs, vs)]
+            with pool_file.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in new)
+            have += new
+            console.print(f"{bp.name}: pool {len(have)}/{args.pool} ({sum(r['verdict'] == 'pass' for r in have)} pass; "
+                          f"{time.monotonic() - t:.0f} s)")
+        have = have[: args.pool]
+        refs = [r for r in have if r["verdict"] == "pass" and r["tokens"]][: args.refs]
+        fails = [r for r in have if r["verdict"] == "fail" and r["tokens"]]
+        rounds = [fails[i * args.round_n:(i + 1) * args.round_n] for i in range(args.rounds)]
+        rounds = [r for r in rounds if len(r) == args.round_n]
+        if not refs or not rounds:
+            console.print(f"[yellow]{bp.name}: skipped ({len(refs)} passing, {len(fails)} failing in the pool)[/]")
+            continue
+        data[bp.name] = (bp, prompt_ids, refs, rounds)
+
+    @torch.no_grad()
+    def seq_logp(adapter, prompt_ids: list[int], seqs: list[list[int]]) -> list[float]:
+        tr = deps.trainer
+        deps.pool.activate(adapter)
+        out = []
+        for i in range(0, len(seqs), 4):
+            chunk = seqs[i:i + 4]
+            h = tr._hidden([prompt_ids] * len(chunk), chunk)
+            toks = torch.tensor([t for s in chunk for t in s])
+            lp = torch.cat([torch.log_softmax(tr._logits(hc), -1).gather(-1, tc[:, None])[:, 0]
+                            for hc, tc in zip(h.split(256), toks.split(256))])
+            off = 0
+            for s in chunk:
+                out.append(float(lp[off:off + len(s)].sum()))
+                off += len(s)
+        return out
+
+    from service.schemas import SdpoOptions
+
+    total = len(configs) * sum(len(v[3]) for v in data.values())
+    console.print(f"{len(data)} problems, {total} trainings ({len(configs)} configs); refs "
+                  + ", ".join(f"{n}: {len(v[2])}" for n, v in data.items()))
+    probe = deps.pool.create("sweep-base", lora_spec(problems[0].problem), seed=args.seed)
+    base_lp = {n: (seq_logp(probe, pid, [r["tokens"] for r in refs]),
+                   [seq_logp(probe, pid, [r["tokens"] for r in rnd]) for rnd in rounds])
+               for n, (_, pid, refs, rounds) in data.items()}  # a fresh LoRA (B = 0) is the base model
+    deps.pool.delete(probe)
+
+    table = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console)
+    with prog:
+        task = prog.add_task("sweep", total=total)
+        for spec in configs:
+            over = parse_config(spec)
+            opts = SdpoOptions.model_validate(merged(SdpoOptions().model_dump(), over))
+            rows = []
+            for name, (bp, pid, refs, rounds) in data.items():
+                req = bp.problem.model_copy(update={"sdpo": opts})
+                for ri, rnd in enumerate(rounds):
+                    prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
+                    adapter = deps.pool.create(f"sweep-{ri}", lora_spec(req), seed=args.seed)
+                    q = req.problem
+                    samples = [DistillSample(pid, prompts.render(tok, prompts.messages(
+                        templates.reprompt(q.question, r["feedback"]), q.system_prompt)), r["tokens"]) for r in rnd]
+                    t = time.monotonic()
+                    rep = deps.trainer.train_round(adapter, samples, train_config(req))
+                    train_s = time.monotonic() - t
+                    lp_refs = seq_logp(adapter, pid, [r["tokens"] for r in refs])
+                    lp_rounds = [seq_logp(adapter, pid, [r["tokens"] for r in other]) for other in rounds]
+                    deps.pool.delete(adapter)
+                    b_refs, b_rounds = base_lp[name]
+                    d_fail = [a - b for a, b in zip(lp_rounds[ri], b_rounds[ri])]
+                    held = [a - b for j in range(len(rounds)) if j != ri for a, b in zip(lp_rounds[j], b_rounds[j])]
+                    row = {
+                        "config": spec, "sdpo_overrides": over, "problem": name, "round": ri,
+                        "model": deps.model_name, "engine": deps.engine.name, "refs": len(refs),
+                        "d_pass": [a - b for a, b in zip(lp_refs, b_refs)],
+                        "dlogp_fail_trained": sum(d_fail) / len(d_fail),
+                        "dlogp_fail_heldout": sum(held) / len(held) if held else None,
+                        "step_divergence": rep.step_divergence, "loss_after": rep.loss_after,
+                        "kept_step": rep.kept_step, "backtracks": rep.backtracks, "collapsed": rep.collapsed,
+                        "train_s": round(train_s, 1), "temperature": args.temperature,
+                        "max_new_tokens": args.max_new_tokens, "pool": args.pool, "round_n": args.round_n,
+                        "date": time.strftime("%Y-%m-%d"),
+                    }
+                    rows.append(row)
+                    with args.out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    gain = log_mean_exp(row["d_pass"])
+                    prog.console.print(f"  {spec} · {name} r{ri + 1}: pass x{math.exp(gain):.2f}, "
+                                       f"fail Δ{row['dlogp_fail_trained']:+.2f} (held-out "
+                                       f"{row['dlogp_fail_heldout'] if held else float('nan'):+.2f}), "
+                                       f"kept {rep.kept_step} steps, {rep.backtracks} backtracks, {train_s:.0f} s")
+                    prog.advance(task)
+            table.append((spec, summarise(rows)))
+    header = (f"SDPO sweep on `{args.set}` ({', '.join(data)}), model `{deps.model_name}`, T={args.temperature:g}, "
+              f"{args.max_new_tokens} tokens: one round of {args.round_n} failed attempts per cell, "
+              f"{args.rounds} rounds per problem, refs = passing base samples from a pool of {args.pool} "
+              f"(`python -m bench.sweep`, {time.strftime('%Y-%m-%d')}).")
+    md = markdown(table, header)
+    console.print(md)
+    with args.table.open("a") as f:
+        f.write(md + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""bench.sweep's pure parts: config parsing and the statistics it reports."""
+
+import math
+
+import pytest
+
+from bench.sweep import log_mean_exp, markdown, merged, parse_config, summarise
+from service.schemas import SdpoOptions
+
+
+def test_parse_config_nests_and_types_values():
+    assert parse_config("default") == {}
+    cfg = parse_config("lr=3e-4,steps=8,token_level=true,lora.targets=q_proj+v_proj,lora.rank=4")
+    assert cfg == {"lr": 3e-4, "steps": 8, "token_level": True,
+                   "lora": {"targets": ["q_proj", "v_proj"], "rank": 4}}
+    opts = SdpoOptions.model_validate(merged(SdpoOptions().model_dump(), cfg))
+    assert opts.lora.targets == ["q_proj", "v_proj"] and opts.lora.alpha == SdpoOptions().lora.alpha
+
+
+def test_parse_config_rejects_a_bare_word():
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_config("lr")
+
+
+def test_log_mean_exp_is_the_importance_sampling_ratio():
+    # two references: one became twice as likely, one unchanged -> pass mass x1.5
+    assert math.exp(log_mean_exp([math.log(2), 0.0])) == pytest.approx(1.5)
+
+
+def _row(d_pass, fail=-1.0, held=None):
+    return {"d_pass": d_pass, "dlogp_fail_trained": fail, "dlogp_fail_heldout": held, "train_s": 10.0}
+
+
+def test_summarise_point_estimate_and_interval():
+    rows = [_row([0.0, math.log(3)], held=-0.5), _row([0.0, 0.0], held=-0.5)]
+    s = summarise(rows, reps=200)
+    assert math.exp(s["pass_gain"]["mean"]) == pytest.approx(math.sqrt(2.0))  # geometric mean of x2 and x1
+    assert s["pass_gain"]["lo"] <= s["pass_gain"]["mean"] <= s["pass_gain"]["hi"]
+    assert s["dlogp_fail_trained"]["mean"] == -1.0 and s["dlogp_fail_heldout"]["mean"] == -0.5
+    assert s["rounds"] == 2
+    table = markdown([("lr=3e-4", s)], "header")
+    assert "| `lr=3e-4` | 1.41x" in table
+
+
+def test_summarise_without_held_out_rounds_says_nan_not_zero():
+    s = summarise([_row([0.1])], reps=10)
+    assert math.isnan(s["dlogp_fail_heldout"]["mean"])
+
+
+def test_table_from_rows_groups_by_config_in_order():
+    from bench.sweep import table_from_rows
+
+    rows = [{**_row([0.0]), "config": "b"}, {**_row([0.5]), "config": "a"}, {**_row([0.1]), "config": "b"}]
+    md = table_from_rows(rows, "h")
+    assert md.index("`b`") < md.index("`a`")
+    assert md.count("| `") == 2
