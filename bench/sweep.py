@@ -133,10 +133,42 @@ def table_from_rows(rows: list[dict[str, Any]], header: str) -> str:
     return markdown([(c, summarise(rs)) for c, rs in by.items()], header)
 
 
+def teacher_check(data, seq_logp, deps, tok, args) -> None:  # pragma: no cover - needs the model
+    """Is the teacher better than the student? SDPO pulls the student toward the model shown a
+    failure's feedback; that helps only if that model puts more probability on passing programs.
+    Per failure i of the first round: the teacher prompt T_i (question + feedback_i) vs the
+    student prompt S, scored on every reference (passing program) and on failure i itself."""
+    from service import prompts, templates
+
+    for name, (bp, pid, refs, rounds) in data.items():
+        q = bp.problem.problem
+        ref_toks = [r["tokens"] for r in refs]
+        s_refs = seq_logp(None, pid, ref_toks)
+        d_pass, d_own = [], []
+        for f in rounds[0]:
+            tp = prompts.render(tok, prompts.messages(templates.reprompt(q.question, f["feedback"]), q.system_prompt))
+            t_refs = seq_logp(None, tp, ref_toks)
+            d_pass.append([a - b for a, b in zip(t_refs, s_refs)])
+            d_own.append(seq_logp(None, tp, [f["tokens"]])[0] - seq_logp(None, pid, [f["tokens"]])[0])
+        flat = [x for row in d_pass for x in row]
+        n_tok = sum(len(t) for t in ref_toks) / len(ref_toks)
+        row = {"problem": name, "model": deps.model_name, "refs": len(refs), "failures": len(rounds[0]),
+               "teacher_minus_student_logp_pass": d_pass, "teacher_minus_student_logp_own_failure": d_own,
+               "mean_pass": sum(flat) / len(flat), "pass_factor": math.exp(log_mean_exp(flat)),
+               "mean_own_failure": sum(d_own) / len(d_own), "ref_tokens": n_tok,
+               "date": time.strftime("%Y-%m-%d")}
+        with args.teacher_check.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(f"{name}: teacher vs student on {len(refs)} passing programs: mean Δ log p {row['mean_pass']:+.2f} "
+              f"(pass prob. factor x{row['pass_factor']:.2f}); on the failure it was shown: "
+              f"{row['mean_own_failure']:+.2f}")
+
+
 def main() -> None:  # pragma: no cover - needs the model; exercised by running it
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", default="humaneval-edge-dev")
     ap.add_argument("--config", action="append", default=None, help="SDPO overrides, e.g. lr=3e-4,steps=8 (repeatable)")
+    ap.add_argument("--problems", default=None, help="comma-separated names: only these problems of the set")
     ap.add_argument("--pool", type=int, default=48, help="base attempts sampled per problem (cached)")
     ap.add_argument("--rounds", type=int, default=2, help="all-failed rounds per problem")
     ap.add_argument("--round-n", type=int, default=8)
@@ -147,6 +179,9 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     ap.add_argument("--out", type=Path, default=Path("bench/results/sdpo_sweep.jsonl"))
     ap.add_argument("--table", type=Path, default=Path("bench/results/sdpo_sweep.md"))
     ap.add_argument("--report", action="store_true", help="only rewrite --table from the rows in --out")
+    ap.add_argument("--teacher-check", type=Path, default=None, metavar="JSONL",
+                    help="no training: score references and failures under the teacher's prompts vs the "
+                         "student's, append one row per problem to JSONL, and stop")
     args = ap.parse_args()
     if args.report:
         rows = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
@@ -175,6 +210,11 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     console = Console(stderr=True)
     settings = get_settings()
     problems = load_set(args.set)
+    if args.problems:
+        keep = [x.strip() for x in args.problems.split(",")]
+        problems = [bp for bp in problems if bp.name in keep]
+        if not problems:
+            raise SystemExit(f"--problems {args.problems!r}: none of them is in {args.set}")
     deps = build_solver_deps(settings)
     tok = deps.tokenizer
     cache_dir = RUNS / f"sweep-{set_slug(args.set)}-{deps.model_name}-t{args.temperature:g}-m{args.max_new_tokens}"
@@ -219,7 +259,8 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     @torch.no_grad()
     def seq_logp(adapter, prompt_ids: list[int], seqs: list[list[int]]) -> list[float]:
         tr = deps.trainer
-        deps.pool.activate(adapter)
+        if adapter is not None:  # None: the base model (no adapter has been created yet)
+            deps.pool.activate(adapter)
         out = []
         for i in range(0, len(seqs), 4):
             chunk = seqs[i:i + 4]
@@ -233,10 +274,13 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
                 off += len(s)
         return out
 
+    if args.teacher_check:
+        teacher_check(data, seq_logp, deps, tok, args)
+        return
+
     from service.schemas import SdpoOptions
 
-    total = len(configs) * sum(len(v[3]) for v in data.values())
-    console.print(f"{len(data)} problems, {total} trainings ({len(configs)} configs); refs "
+    console.print(f"{len(data)} problems, {len(configs)} configs; references (passing base samples): "
                   + ", ".join(f"{n}: {len(v[2])}" for n, v in data.items()))
     probe = deps.pool.create("sweep-base", lora_spec(problems[0].problem), seed=args.seed)
     base_lp = {n: (seq_logp(probe, pid, [r["tokens"] for r in refs]),
@@ -244,63 +288,73 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
                for n, (_, pid, refs, rounds) in data.items()}  # a fresh LoRA (B = 0) is the base model
     deps.pool.delete(probe)
 
-    table = []
+    # Resume: a (config, problem, round) already in --out under the same pool is not trained again.
+    same = dict(model=deps.model_name, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                pool=args.pool, round_n=args.round_n)
+    old = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()] if args.out.exists() else []
+    old = [r for r in old if all(r.get(k) == v for k, v in same.items())]
+    done = {(r["config"], r["problem"], r["round"]) for r in old}
+    rows = [r for r in old if r["config"] in configs]
+    todo = [(ri, name, spec) for ri in range(args.rounds) for name in data for spec in configs
+            if ri < len(data[name][3]) and (spec, name, ri) not in done]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console)
     with prog:
-        task = prog.add_task("sweep", total=total)
-        for spec in configs:
+        # round-major, then problem, then config: a sweep cut short has compared every config
+        # on the same rounds
+        task = prog.add_task("sweep", total=len(todo))
+        if done:
+            prog.console.print(f"resuming: {len(done)} (config, problem, round) cells already in {args.out}")
+        for ri, name, spec in todo:
+            bp, pid, refs, rounds = data[name]
+            rnd = rounds[ri]
             over = parse_config(spec)
             opts = SdpoOptions.model_validate(merged(SdpoOptions().model_dump(), over))
-            rows = []
-            for name, (bp, pid, refs, rounds) in data.items():
-                req = bp.problem.model_copy(update={"sdpo": opts})
-                for ri, rnd in enumerate(rounds):
-                    prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
-                    adapter = deps.pool.create(f"sweep-{ri}", lora_spec(req), seed=args.seed)
-                    q = req.problem
-                    samples = [DistillSample(pid, prompts.render(tok, prompts.messages(
-                        templates.reprompt(q.question, r["feedback"]), q.system_prompt)), r["tokens"]) for r in rnd]
-                    t = time.monotonic()
-                    rep = deps.trainer.train_round(adapter, samples, train_config(req))
-                    train_s = time.monotonic() - t
-                    lp_refs = seq_logp(adapter, pid, [r["tokens"] for r in refs])
-                    lp_rounds = [seq_logp(adapter, pid, [r["tokens"] for r in other]) for other in rounds]
-                    deps.pool.delete(adapter)
-                    b_refs, b_rounds = base_lp[name]
-                    d_fail = [a - b for a, b in zip(lp_rounds[ri], b_rounds[ri])]
-                    held = [a - b for j in range(len(rounds)) if j != ri for a, b in zip(lp_rounds[j], b_rounds[j])]
-                    row = {
-                        "config": spec, "sdpo_overrides": over, "problem": name, "round": ri,
-                        "model": deps.model_name, "engine": deps.engine.name, "refs": len(refs),
-                        "d_pass": [a - b for a, b in zip(lp_refs, b_refs)],
-                        "dlogp_fail_trained": sum(d_fail) / len(d_fail),
-                        "dlogp_fail_heldout": sum(held) / len(held) if held else None,
-                        "step_divergence": rep.step_divergence, "loss_after": rep.loss_after,
-                        "kept_step": rep.kept_step, "backtracks": rep.backtracks, "collapsed": rep.collapsed,
-                        "train_s": round(train_s, 1), "temperature": args.temperature,
-                        "max_new_tokens": args.max_new_tokens, "pool": args.pool, "round_n": args.round_n,
-                        "date": time.strftime("%Y-%m-%d"),
-                    }
-                    rows.append(row)
-                    with args.out.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    gain = log_mean_exp(row["d_pass"])
-                    prog.console.print(f"  {spec} · {name} r{ri + 1}: pass x{math.exp(gain):.2f}, "
-                                       f"fail Δ{row['dlogp_fail_trained']:+.2f} (held-out "
-                                       f"{row['dlogp_fail_heldout'] if held else float('nan'):+.2f}), "
-                                       f"kept {rep.kept_step} steps, {rep.backtracks} backtracks, {train_s:.0f} s")
-                    prog.advance(task)
-            table.append((spec, summarise(rows)))
+            req = bp.problem.model_copy(update={"sdpo": opts})
+            prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
+            adapter = deps.pool.create(f"sweep-{ri}", lora_spec(req), seed=args.seed)
+            q = req.problem
+            samples = [DistillSample(pid, prompts.render(tok, prompts.messages(
+                templates.reprompt(q.question, r["feedback"]), q.system_prompt)), r["tokens"]) for r in rnd]
+            t = time.monotonic()
+            rep = deps.trainer.train_round(adapter, samples, train_config(req))
+            train_s = time.monotonic() - t
+            lp_refs = seq_logp(adapter, pid, [r["tokens"] for r in refs])
+            lp_rounds = [seq_logp(adapter, pid, [r["tokens"] for r in other]) for other in rounds]
+            deps.pool.delete(adapter)
+            b_refs, b_rounds = base_lp[name]
+            d_fail = [a - b for a, b in zip(lp_rounds[ri], b_rounds[ri])]
+            held = [a - b for j in range(len(rounds)) if j != ri for a, b in zip(lp_rounds[j], b_rounds[j])]
+            row = {
+                "config": spec, "sdpo_overrides": over, "sdpo": opts.model_dump(), "problem": name, "round": ri,
+                "model": deps.model_name, "engine": deps.engine.name, "refs": len(refs),
+                "d_pass": [a - b for a, b in zip(lp_refs, b_refs)],
+                "dlogp_fail_trained": sum(d_fail) / len(d_fail),
+                "dlogp_fail_heldout": sum(held) / len(held) if held else None,
+                "step_divergence": rep.step_divergence, "loss_after": rep.loss_after,
+                "kept_step": rep.kept_step, "backtracks": rep.backtracks, "collapsed": rep.collapsed,
+                "train_s": round(train_s, 1), "temperature": args.temperature,
+                "max_new_tokens": args.max_new_tokens, "pool": args.pool, "round_n": args.round_n,
+                "date": time.strftime("%Y-%m-%d"),
+            }
+            rows.append(row)
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            gain = log_mean_exp(row["d_pass"])
+            prog.console.print(f"  {spec} · {name} r{ri + 1}: pass x{math.exp(gain):.2f}, "
+                               f"fail Δ{row['dlogp_fail_trained']:+.2f} (held-out "
+                               f"{row['dlogp_fail_heldout'] if held else float('nan'):+.2f}), "
+                               f"kept {rep.kept_step} steps, {rep.backtracks} backtracks, {train_s:.0f} s")
+            prog.advance(task)
+    per_problem = ", ".join(f"{n} {len({r['round'] for r in rows if r['problem'] == n})}" for n in data)
     header = (f"SDPO sweep on `{args.set}` ({', '.join(data)}), model `{deps.model_name}`, T={args.temperature:g}, "
-              f"{args.max_new_tokens} tokens: one round of {args.round_n} failed attempts per cell, "
-              f"{args.rounds} rounds per problem, refs = passing base samples from a pool of {args.pool} "
+              f"{args.max_new_tokens} tokens: one round of {args.round_n} failed attempts per cell "
+              f"(rounds: {per_problem}), refs = passing base samples from a pool of {args.pool} "
               f"(`python -m bench.sweep`, {time.strftime('%Y-%m-%d')}).")
-    md = markdown(table, header)
+    md = table_from_rows(rows, header)
     console.print(md)
-    with args.table.open("a") as f:
-        f.write(md + "\n")
+    args.table.write_text(md)
 
 
 if __name__ == "__main__":
