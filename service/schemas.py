@@ -65,7 +65,10 @@ class SdpoOptions(_Model):
         100, ge=1, le=1_000_000, description="Distil over the student's top-k tokens plus a tail bucket; null = full vocabulary."
     )
     token_level: bool = Field(
-        False, description="Reverse KL estimated on the sampled tokens only (cheaper, noisier); ignores alpha and top_k."
+        True,
+        description="Reverse KL estimated on the sampled tokens only; ignores alpha and top_k. The default since the "
+        "dev-split sweep (bench/results/sdpo_sweep.md): on the default model, distilling the full top-k distribution "
+        "cut the pass probability of one attempt to 0.08x, this left it at 1.0-1.1x. false = the top-k JSD/KL loss.",
     )
     negative_only: bool = Field(
         False,

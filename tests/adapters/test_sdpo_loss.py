@@ -150,8 +150,8 @@ def test_negative_only_needs_the_token_level_loss():
     from service.schemas import SdpoOptions
 
     with pytest.raises(ValidationError, match="set token_level: true"):
-        SdpoOptions(negative_only=True)
-    assert SdpoOptions(negative_only=True, token_level=True).negative_only
+        SdpoOptions(negative_only=True, token_level=False)
+    assert SdpoOptions(negative_only=True).negative_only  # token_level is the default
 
 
 def test_importance_ratio_is_clipped_and_detached():
