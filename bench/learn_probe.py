@@ -41,7 +41,7 @@ def main() -> None:
     from rich.console import Console
 
     from adapters.trainer import DistillSample
-    from service import prompts, templates
+    from service import prompts
     from service.engines.base import SamplingParams
     from service.problem_file import load_problem_file
     from service.runtime import build_solver_deps
@@ -62,7 +62,7 @@ def main() -> None:
     deps = build_solver_deps(get_settings())
     s = req.sampling
     q = req.problem
-    prompt = prompts.render(deps.tokenizer, prompts.messages(q.question, q.system_prompt))
+    prompt = prompts.student_prompt(deps.tokenizer, q)
 
     def sample(adapter, count: int, seed: int):
         outs, done = [], 0
@@ -88,9 +88,8 @@ def main() -> None:
     for o, v in zip(outs, vs):
         if v.verdict == "pass" or not o.token_ids:
             continue
-        text = templates.reprompt(q.question, v.feedback, passing[0] if passing else None)
-        samples.append(DistillSample(prompt, prompts.render(deps.tokenizer, prompts.messages(text, q.system_prompt)),
-                                     o.token_ids))
+        samples.append(DistillSample(
+            prompt, prompts.teacher_prompt(deps.tokenizer, q, v.feedback, passing[0] if passing else None), o.token_ids))
     console.print(f"round: {len(passing)}/{args.round_n} passed; distilling {len(samples)} failures "
                   f"({'teacher shown a passing sibling' if passing else 'feedback-only teacher'})")
     t = time.monotonic()

@@ -138,7 +138,7 @@ def teacher_check(data, seq_logp, deps, tok, args) -> None:  # pragma: no cover 
     failure's feedback; that helps only if that model puts more probability on passing programs.
     Per failure i of the first round: the teacher prompt T_i (question + feedback_i) vs the
     student prompt S, scored on every reference (passing program) and on failure i itself."""
-    from service import prompts, templates
+    from service import prompts
 
     for name, (bp, pid, refs, rounds) in data.items():
         q = bp.problem.problem
@@ -146,7 +146,7 @@ def teacher_check(data, seq_logp, deps, tok, args) -> None:  # pragma: no cover 
         s_refs = seq_logp(None, pid, ref_toks)
         d_pass, d_own = [], []
         for f in rounds[0]:
-            tp = prompts.render(tok, prompts.messages(templates.reprompt(q.question, f["feedback"]), q.system_prompt))
+            tp = prompts.teacher_prompt(tok, q, f["feedback"])
             t_refs = seq_logp(None, tp, ref_toks)
             d_pass.append([a - b for a, b in zip(t_refs, s_refs)])
             d_own.append(seq_logp(None, tp, [f["tokens"]])[0] - seq_logp(None, pid, [f["tokens"]])[0])
@@ -201,7 +201,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
 
     from adapters.trainer import DistillSample
     from bench.sets import load_set, set_slug
-    from service import prompts, templates
+    from service import prompts
     from service.engines.base import SamplingParams
     from service.runtime import build_solver_deps
     from service.settings import get_settings
@@ -229,8 +229,8 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     # 1. the base pool per problem (cached: sampling is not what the configs change)
     data = {}
     for bp in problems:
-        q, ver = bp.problem.problem, bp.problem.verifier
-        prompt_ids = prompts.render(tok, prompts.messages(q.question, q.system_prompt))
+        ver = bp.problem.verifier
+        prompt_ids = prompts.student_prompt(tok, bp.problem.problem)
         have = cached.get(bp.name, [])
         while len(have) < args.pool:
             k = min(args.round_n, args.pool - len(have))
@@ -314,9 +314,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             req = bp.problem.model_copy(update={"sdpo": opts})
             prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
             adapter = deps.pool.create(f"sweep-{ri}", lora_spec(req), seed=args.seed)
-            q = req.problem
-            samples = [DistillSample(pid, prompts.render(tok, prompts.messages(
-                templates.reprompt(q.question, r["feedback"]), q.system_prompt)), r["tokens"]) for r in rnd]
+            samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"]), r["tokens"]) for r in rnd]
             t = time.monotonic()
             rep = deps.trainer.train_round(adapter, samples, train_config(req))
             train_s = time.monotonic() - t

@@ -46,7 +46,7 @@ def main() -> None:
     from rich.console import Console
 
     from adapters.trainer import DistillSample, TrainConfig
-    from service import prompts, templates
+    from service import prompts
     from service.engines.base import SamplingParams
     from service.problem_file import load_problem_file
     from service.runtime import build_solver_deps
@@ -60,13 +60,12 @@ def main() -> None:
         raise SystemExit("needs the llama.cpp engine (a GGUF model and llama-cpp-python)")
     pf = load_problem_file(args.problem)
     q = pf.problem
-    prompt = prompts.render(deps.tokenizer, prompts.messages(q.question, q.system_prompt))
+    prompt = prompts.student_prompt(deps.tokenizer, q)
     outs = eng.generate([prompt], None, SamplingParams(n=args.n, temperature=1.0, top_p=1.0,
                                                        max_new_tokens=args.max_new_tokens, seed=args.seed))[0]
     vs = deps.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
     samples = [
-        DistillSample(prompt, prompts.render(deps.tokenizer, prompts.messages(
-            templates.reprompt(q.question, v.feedback, None), q.system_prompt)), o.token_ids)
+        DistillSample(prompt, prompts.teacher_prompt(deps.tokenizer, q, v.feedback), o.token_ids)
         for o, v in zip(outs, vs) if v.verdict != "pass" and o.token_ids
     ]
     if not samples:

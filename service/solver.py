@@ -146,7 +146,7 @@ class Solver:
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self, req, st: SolveState, adapter, t0, emit, is_cancelled, checkpoint) -> tuple[str, str | None]:
         b, s = req.budget, req.sampling
-        student_prompt = prompts.render(self.d.tokenizer, prompts.messages(req.problem.question, req.problem.system_prompt))
+        student_prompt = prompts.student_prompt(self.d.tokenizer, req.problem)
         while True:
             used = len(st.attempts)
             if used >= b.max_attempts:
@@ -241,7 +241,7 @@ class Solver:
 
     def _train(self, req, st: SolveState, adapter: Adapter, rnd: int) -> TrainStats:
         first = max(0, rnd - req.sdpo.replay_rounds)
-        student_prompt = prompts.render(self.d.tokenizer, prompts.messages(req.problem.question, req.problem.system_prompt))
+        student_prompt = prompts.student_prompt(self.d.tokenizer, req.problem)
         samples = []
         for rec in st.rounds[first : rnd + 1]:
             for idx in rec.attempts:
@@ -250,10 +250,9 @@ class Solver:
                     # a passing attempt is not reprompted; an "error" (the verifier could not
                     # judge it, e.g. the sandbox was down) says nothing about the attempt
                     continue
-                teacher_msgs = prompts.messages(templates.reprompt(req.problem.question, a.feedback), req.problem.system_prompt)
                 samples.append(DistillSample(
                     student_prompt=student_prompt,
-                    teacher_prompt=prompts.render(self.d.tokenizer, teacher_msgs),
+                    teacher_prompt=prompts.teacher_prompt(self.d.tokenizer, req.problem, a.feedback),
                     response=st.tokens[idx],
                 ))
         with self.d.pool.lock:
