@@ -29,6 +29,7 @@ round that moved the student toward the teacher whenever a small enough step exi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -143,6 +144,26 @@ class SDPOTrainer:
             chunk = samples[i : i + size]
             out.append((off, chunk))
             off += sum(len(s.response) for s in chunk)
+        return out
+
+    @torch.no_grad()
+    def sequence_logprobs(self, adapter: Adapter | None, prompt: list[int], responses: list[list[int]],
+                          micro_batch: int = 4, chunk_tokens: int = 256) -> list[float]:
+        """log p(response | prompt) per response, summed over its tokens, under `adapter`
+        (None: the base model). For measuring what a round of training did."""
+        out: list[float] = []
+        ctx = self.pool.base_only() if adapter is None else contextlib.nullcontext()
+        if adapter is not None:
+            self.pool.activate(adapter)
+        with ctx:
+            for i in range(0, len(responses), micro_batch):
+                chunk = responses[i:i + micro_batch]
+                h = self._hidden([prompt] * len(chunk), chunk)
+                toks = torch.tensor([t for r in chunk for t in r], device=h.device)
+                lp = torch.cat([F.log_softmax(self._logits(hc), -1).gather(-1, tc[:, None])[:, 0]
+                                for hc, tc in zip(h.split(chunk_tokens), toks.split(chunk_tokens))])
+                for part in lp.split([len(r) for r in chunk]):
+                    out.append(float(part.sum()))
         return out
 
     # -- teacher ---------------------------------------------------------------------------

@@ -125,6 +125,15 @@ def markdown(table: list[tuple[str, dict[str, Any]]], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sweep_header(rows: list[dict[str, Any]]) -> str:
+    r0 = rows[0]
+    rounds = {p: len({r["round"] for r in rows if r["problem"] == p}) for p in dict.fromkeys(r["problem"] for r in rows)}
+    return (f"SDPO sweep, model `{r0['model']}`, T={r0['temperature']:g}, {r0['max_new_tokens']} tokens: one round "
+            f"of {r0['round_n']} failed attempts per cell; rounds per problem: "
+            f"{', '.join(f'{p} {n}' for p, n in rounds.items())}; refs = passing base samples from a pool of "
+            f"{r0['pool']} (`python -m bench.sweep`).")
+
+
 def table_from_rows(rows: list[dict[str, Any]], header: str) -> str:
     """The markdown table of every config in `rows` (JSONL rows of --out), in first-seen order."""
     by: dict[str, list[dict[str, Any]]] = {}
@@ -133,13 +142,14 @@ def table_from_rows(rows: list[dict[str, Any]], header: str) -> str:
     return markdown([(c, summarise(rs)) for c, rs in by.items()], header)
 
 
-def teacher_check(data, seq_logp, deps, tok, args) -> None:  # pragma: no cover - needs the model
+def teacher_check(data, deps, args) -> None:  # pragma: no cover - needs the model
     """Is the teacher better than the student? SDPO pulls the student toward the model shown a
     failure's feedback; that helps only if that model puts more probability on passing programs.
     Per failure i of the first round: the teacher prompt T_i (question + feedback_i) vs the
     student prompt S, scored on every reference (passing program) and on failure i itself."""
     from service import prompts
 
+    seq_logp, tok = deps.trainer.sequence_logprobs, deps.tokenizer
     for name, (bp, pid, refs, rounds) in data.items():
         q = bp.problem.problem
         ref_toks = [r["tokens"] for r in refs]
@@ -185,17 +195,12 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     args = ap.parse_args()
     if args.report:
         rows = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
-        r0 = rows[0]
-        md = table_from_rows(rows, (
-            f"SDPO sweep, model `{r0['model']}`, T={r0['temperature']:g}, {r0['max_new_tokens']} tokens: one round "
-            f"of {r0['round_n']} failed attempts per cell; problems {', '.join(dict.fromkeys(r['problem'] for r in rows))}; "
-            f"refs = passing base samples from a pool of {r0['pool']} (`python -m bench.sweep --report`)."))
+        md = table_from_rows(rows, sweep_header(rows))
         args.table.write_text(md)
         print(md)
         return
     configs = args.config or ["default"]
 
-    import torch
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -256,37 +261,19 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             continue
         data[bp.name] = (bp, prompt_ids, refs, rounds)
 
-    @torch.no_grad()
-    def seq_logp(adapter, prompt_ids: list[int], seqs: list[list[int]]) -> list[float]:
-        tr = deps.trainer
-        if adapter is not None:  # None: the base model (no adapter has been created yet)
-            deps.pool.activate(adapter)
-        out = []
-        for i in range(0, len(seqs), 4):
-            chunk = seqs[i:i + 4]
-            h = tr._hidden([prompt_ids] * len(chunk), chunk)
-            toks = torch.tensor([t for s in chunk for t in s])
-            lp = torch.cat([torch.log_softmax(tr._logits(hc), -1).gather(-1, tc[:, None])[:, 0]
-                            for hc, tc in zip(h.split(256), toks.split(256))])
-            off = 0
-            for s in chunk:
-                out.append(float(lp[off:off + len(s)].sum()))
-                off += len(s)
-        return out
+    seq_logp = deps.trainer.sequence_logprobs
 
     if args.teacher_check:
-        teacher_check(data, seq_logp, deps, tok, args)
+        teacher_check(data, deps, args)
         return
 
     from service.schemas import SdpoOptions
 
     console.print(f"{len(data)} problems, {len(configs)} configs; references (passing base samples): "
                   + ", ".join(f"{n}: {len(v[2])}" for n, v in data.items()))
-    probe = deps.pool.create("sweep-base", lora_spec(problems[0].problem), seed=args.seed)
-    base_lp = {n: (seq_logp(probe, pid, [r["tokens"] for r in refs]),
-                   [seq_logp(probe, pid, [r["tokens"] for r in rnd]) for rnd in rounds])
-               for n, (_, pid, refs, rounds) in data.items()}  # a fresh LoRA (B = 0) is the base model
-    deps.pool.delete(probe)
+    base_lp = {n: (seq_logp(None, pid, [r["tokens"] for r in refs]),
+                   [seq_logp(None, pid, [r["tokens"] for r in rnd]) for rnd in rounds])
+               for n, (_, pid, refs, rounds) in data.items()}
 
     # Resume: a (config, problem, round) already in --out under the same pool is not trained again.
     same = dict(model=deps.model_name, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
@@ -345,12 +332,9 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
                                f"{row['dlogp_fail_heldout'] if held else float('nan'):+.2f}), "
                                f"kept {rep.kept_step} steps, {rep.backtracks} backtracks, {train_s:.0f} s")
             prog.advance(task)
-    per_problem = ", ".join(f"{n} {len({r['round'] for r in rows if r['problem'] == n})}" for n in data)
-    header = (f"SDPO sweep on `{args.set}` ({', '.join(data)}), model `{deps.model_name}`, T={args.temperature:g}, "
-              f"{args.max_new_tokens} tokens: one round of {args.round_n} failed attempts per cell "
-              f"(rounds: {per_problem}), refs = passing base samples from a pool of {args.pool} "
-              f"(`python -m bench.sweep`, {time.strftime('%Y-%m-%d')}).")
-    md = table_from_rows(rows, header)
+    if not rows:
+        return
+    md = table_from_rows(rows, sweep_header(rows))
     console.print(md)
     args.table.write_text(md)
 
