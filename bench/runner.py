@@ -55,9 +55,15 @@ class BenchConfig(BaseModel):
     multi_turn_mode: str = "feedback_only"
     model: str = Field("default", description="TTA_MODEL as configured (recorded, part of the fingerprint).")
     engine: str = Field("auto", description="TTA_ENGINE as configured.")
+    # `sdpo` holds only the overrides; the defaults under them can change between versions
+    # (token_level did), so the run records the options it actually ran with.
+    sdpo_resolved: dict[str, Any] | None = Field(None, description="All SdpoOptions in effect (recorded).")
 
     def fingerprint(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"set", "strategies", "seeds"})
+        return self.model_dump(exclude={"set", "strategies", "seeds", "sdpo_resolved"})
+
+    def resolved(self) -> dict[str, Any]:
+        return self.sdpo_options().model_dump(mode="json")
 
     def sdpo_options(self) -> SdpoOptions:
         return SdpoOptions.model_validate(self.sdpo)
@@ -153,11 +159,20 @@ def prepare_run_dir(run_dir: Path, cfg: BenchConfig) -> None:
                 f"{run_dir} was run with other settings ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
                 "results would not be comparable: use another --out, or the recorded settings"
             )
+        if old.sdpo_resolved is not None and old.sdpo_resolved != cfg.resolved():
+            now = cfg.resolved()
+            diff = {k: (old.sdpo_resolved.get(k), now.get(k)) for k in sorted(set(old.sdpo_resolved) | set(now))
+                    if old.sdpo_resolved.get(k) != now.get(k)}
+            raise ConfigMismatch(
+                f"{run_dir} was run with other SDPO options ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
+                "the SDPO defaults changed since it started, so new runs would not be comparable: use another --out"
+            )
         cfg = cfg.model_copy(update={
             "strategies": list(dict.fromkeys(old.strategies + cfg.strategies)),
             "seeds": sorted(set(old.seeds) | set(cfg.seeds)),
             "set": cfg.set if cfg.set == old.set else f"{old.set}+{cfg.set}",
         })
+    cfg = cfg.model_copy(update={"sdpo_resolved": cfg.resolved()})
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cfg.model_dump(), indent=2) + "\n")
     tmp.replace(path)

@@ -115,6 +115,29 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert saved["seeds"] == [0, 1]
 
 
+def test_resume_after_the_sdpo_defaults_changed_is_refused(tmp_path):
+    runner.run(problems("a"), cfg(seeds=[0]), tmp_path, FakeSolve(), max_runs=1)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["sdpo_resolved"]["token_level"] is True  # the options in effect are recorded
+    # as if the run had started under an older version whose default was the top-k loss
+    saved["sdpo_resolved"]["token_level"] = False
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ConfigMismatch, match="token_level: False there, True now"):
+        runner.run(problems("a"), cfg(seeds=[0]), tmp_path, FakeSolve())
+    assert len(runner.read_results(tmp_path)) == 1  # nothing ran under the new defaults
+
+
+def test_a_config_from_before_the_record_is_resumed_and_recorded(tmp_path):
+    runner.run(problems("a"), cfg(seeds=[0]), tmp_path, FakeSolve(), max_runs=1)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["sdpo_resolved"]
+    path.write_text(json.dumps(saved))
+    runner.run(problems("a"), cfg(seeds=[0]), tmp_path, FakeSolve())
+    assert json.loads(path.read_text())["sdpo_resolved"]["lr"] > 0
+
+
 def test_unknown_strategy_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown strategies"):
         runner.run(problems("a"), cfg(strategies=["sdpo", "magic"]), tmp_path, FakeSolve())
