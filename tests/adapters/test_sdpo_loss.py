@@ -128,6 +128,29 @@ def test_token_level_gradient_is_reverse_kl_score_function():
     assert s.grad[1].item() == 0.0
 
 
+@pytest.mark.parametrize("negative_only", [False, True])
+def test_token_level_monitor_is_the_objective_of_its_gradient(negative_only):
+    # Backtracking keeps a step only if the monitor falls, so the monitor must be the function
+    # the loss's gradient descends: d/ds of 1/2 (s - t)^2 equals the loss's gradient, and a small
+    # descent step lowers the monitor even where the mean log-ratio starts negative.
+    torch.manual_seed(0)
+    logits = torch.randn(6, 5, requires_grad=True)
+    t = torch.randn(6, 5).log_softmax(-1)
+    t[:, 2] += 1.0  # the teacher prefers the sampled token on most positions: log-ratio < 0
+    toks = torch.full((6,), 2)
+    cfg = LossConfig(token_level=True, negative_only=negative_only, is_clip=None)
+    loss, div = sdpo_loss(logits.log_softmax(-1), t, toks, torch.ones(6), cfg)
+    if not negative_only:
+        s_tok = logits.log_softmax(-1)[:, 2]
+        assert (s_tok - t[:, 2]).mean() < 0
+    loss.backward()
+    with torch.no_grad():
+        stepped = logits - 0.05 * logits.grad
+        _, div_after = sdpo_loss(stepped.log_softmax(-1), t, toks, torch.ones(6), cfg)
+    assert div.item() >= 0
+    assert div_after < div or div.item() == 0.0
+
+
 def test_negative_only_pushes_down_and_never_pulls_up():
     # student over-rates token 0 (teacher finds it less likely), under-rates token 1
     s = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).log_softmax(-1).requires_grad_()
@@ -137,7 +160,8 @@ def test_negative_only_pushes_down_and_never_pulls_up():
     loss.backward()
     assert s.grad[0, 0] > 0  # descent lowers the over-rated sampled token
     assert s.grad[1].abs().sum() == 0  # the under-rated one gets no push at all
-    assert div.item() == pytest.approx((s[0, 0] - t[0, 0]).item() / 2)  # monitored: positive part only
+    # monitored: half the squared positive part, averaged over the 2 tokens
+    assert div.item() == pytest.approx((s[0, 0] - t[0, 0]).item() ** 2 / 4)
     full, _ = sdpo_loss(s, t, toks, torch.ones(2), LossConfig(token_level=True, is_clip=None))
     s.grad = None
     full.backward()
