@@ -278,6 +278,20 @@ def phase_split(paired: Paired) -> dict[str, dict[str, float]]:
     return out
 
 
+def training_stats(paired: Paired) -> dict[str, dict[str, int]]:
+    """Per strategy that trains: failed rounds followed by training, and how many of them kept
+    no update (the adapter stayed as it was, so the next round samples as best-of-k does)."""
+    out = {}
+    for st in paired.strategies:
+        trains = [rd["train"] for rs in paired.records[st] for r in rs for rd in r.get("rounds") or []
+                  if rd.get("train")]
+        if trains:
+            out[st] = {"rounds_trained": len(trains),
+                       "rounds_no_step_kept": sum(t.get("kept_step", 0) == 0 for t in trains),
+                       "steps_kept": sum(t.get("kept_step", 0) for t in trains)}
+    return out
+
+
 def summarize(records: Iterable[dict[str, Any]], k: int, strategies: Sequence[str] | None = None,
               n_boot: int = 1000, seed: int = 0, baseline: str = BASELINE,
               targets: Sequence[float] = TARGETS) -> dict[str, Any]:
@@ -327,6 +341,7 @@ def summarize(records: Iterable[dict[str, Any]], k: int, strategies: Sequence[st
                 ax["ratios"][f"{st}/{baseline}"] = rs
         out["axes"][axis] = ax
     out["phases"] = phase_split(paired)
+    out["training"] = training_stats(paired)
     out["per_strategy"] = {}
     for st in paired.strategies:
         runs = [r for rs in paired.records[st] for r in rs]

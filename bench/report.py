@@ -107,6 +107,9 @@ def render(summary: dict[str, Any], console: Console) -> None:
         p.add_row(st, f"{ph['generate_s']:.0f}", f"{ph['verify_s']:.0f}", f"{ph['train_s']:.0f}", f"{ph['per_run_s']:.1f}",
                   f"{ph['generate_frac']:.0%}/{ph['verify_frac']:.0%}/{ph['train_frac']:.0%}")
     console.print(p)
+    for st, tr in summary.get("training", {}).items():
+        console.print(f"{st}: trained after {tr['rounds_trained']} failed rounds, kept {tr['steps_kept']} updates; "
+                      f"{tr['rounds_no_step_kept']} rounds kept none", highlight=False)
 
 
 def _md_ci(v: dict[str, Any] | None, digits: int) -> str:
@@ -148,6 +151,9 @@ def markdown(summary: dict[str, Any]) -> str:
     for st, ph in summary["phases"].items():
         lines.append(f"| {st} | {ph['generate_s']:.0f} | {ph['verify_s']:.0f} | {ph['train_s']:.0f} | "
                      f"{ph['generate_frac']:.0%}/{ph['verify_frac']:.0%}/{ph['train_frac']:.0%} |")
+    for st, tr in summary.get("training", {}).items():
+        lines += ["", f"{st} trained after {tr['rounds_trained']} failed rounds and kept {tr['steps_kept']} updates; "
+                  f"{tr['rounds_no_step_kept']} of those rounds kept none (the next round then samples as best_of_k)."]
     lines += ["", "| problem | " + " | ".join(f"{st} solved (attempts)" for st in summary["strategies"]) + " |",
               "|---|" + "---|" * len(summary["strategies"])]
     for prob, row in summary.get("per_problem", {}).items():

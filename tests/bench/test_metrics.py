@@ -103,6 +103,19 @@ def test_phase_split():
     assert ph["sdpo"]["generate_frac"] + ph["sdpo"]["verify_frac"] + ph["sdpo"]["train_frac"] == pytest.approx(1.0)
 
 
+def test_training_stats_count_rounds_that_kept_no_update():
+    recs = records()
+    kept = iter([4, 0, 2, 0, 0, 1])
+    for r in recs:
+        for rd in r["rounds"]:
+            if rd["train_s"] > 0:
+                rd["train"] = {"loss_before": 0.1, "loss_after": 0.05, "kept_step": next(kept), "collapsed": False}
+    tr = metrics.summarize(recs, k=K, n_boot=20)["training"]
+    assert set(tr) == {"sdpo"}  # the strategies that never train have no entry
+    # two sdpo runs went past their first round, one round each (test_phase_split)
+    assert tr["sdpo"] == {"rounds_trained": 2, "rounds_no_step_kept": 1, "steps_kept": 4}
+
+
 def test_bootstrap_contains_point_and_shrinks_with_more_data():
     rng = np.random.default_rng(3)
     pattern = {st: {f"p{i}": [None if rng.random() < 0.4 else int(rng.integers(0, 8)) for _ in range(3)]
