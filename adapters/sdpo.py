@@ -90,8 +90,7 @@ def token_level_loss(
     """Reverse KL estimated on the sampled tokens: sg(log pi_s - log pi_t) * log pi_s.
 
     Its gradient is the score-function (REINFORCE) estimate of grad KL(S || T) on tokens
-    sampled from the student; its value is not a divergence. It is also the gradient of
-    1/2 (log pi_s - log pi_t)^2 at the current weights, which is what the trainer monitors.
+    sampled from the student; its value is not a divergence (report `token_log_ratio`).
 
     `negative_only` keeps the positive log-ratios only: a failed attempt's tokens that the
     teacher (shown the feedback) finds less likely than the student does are pushed down, and
@@ -136,23 +135,24 @@ def per_token_loss_lookup(
 
     `tokens [...]` are the attempt's tokens y_t (what each position predicts).
     Returns (loss, divergence, student token log-probs): the loss carries gradients to
-    `student_log` only; the divergence is the detached value we monitor (KL/JSD, or
-    1/2 the squared log-ratio for the token-level variant); the token log-probs are detached.
+    `student_log` only; the divergence is the detached value we monitor (KL/JSD, or the
+    log-ratio for the token-level variant); the token log-probs are detached.
     """
     s_tok = student_log.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     if cfg.token_level:
         t_tok = teacher_at(tokens.unsqueeze(-1)).squeeze(-1).detach()
         loss = token_level_loss(s_tok, t_tok, cfg.negative_only)
-        gap = (s_tok - t_tok).detach()
+        # Monitored: the mean log-ratio, not 1/2 (log pi_s - log pi_t)^2 (the function this
+        # gradient descends). Backtracking keeps an update only if the monitor falls, so this
+        # makes it a guard: an update must make the failed attempts less likely relative to
+        # the teacher. When the teacher, shown the feedback, rates the failures above the
+        # student (mean log-ratio < 0), no update passes and the round leaves the adapter
+        # unchanged. Measured on the dev split (bench/results/sdpo_monitor.md): on such
+        # rounds training to the squared objective cut the passing programs' probability to
+        # 0.26x and 0.13x; the guard left it at 1.00x.
+        div = (s_tok - t_tok).detach()
         if cfg.negative_only:
-            gap = gap.clamp(min=0.0)
-        # The monitor must be the objective whose gradient the loss takes: the trainer's
-        # backtracking keeps a step only if it lowers the monitor. ratio * grad log pi_s is the
-        # gradient of 1/2 (log pi_s - log pi_t)^2. The mean log-ratio, monitored before, rises
-        # under any step that pulls up tokens the teacher prefers, so on every round where it
-        # started negative no step was kept and sdpo sampled exactly as best-of-k (measured on
-        # the humaneval-edge-test runs of 2026-11-30, bench/results/sdpo_monitor.md).
-        div = 0.5 * gap.square()
+            div = div.clamp(min=0.0)
     else:
         if cfg.top_k is None:
             loss = divergence(student_log, teacher_at(None).detach(), cfg.alpha)

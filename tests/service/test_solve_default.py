@@ -30,9 +30,9 @@ def test_tta_solve_bundled_example_on_default_model():
     assert (proc.returncode == 0) == (res.status == "solved")
     for rnd in res.rounds[:-1]:  # every failed round but the last is followed by SDPO steps
         assert rnd.passes == 0 and rnd.train is not None and rnd.train.steps >= 1
-        # the default (token-level) loss monitors 1/2 the squared student-teacher log-ratio
-        # on the sampled tokens: positive unless the teacher prompt changed nothing
-        assert rnd.train.loss_before is not None and rnd.train.loss_before > 0.0
+        # the default (token-level) loss reports the mean student-teacher log-ratio on the
+        # sampled tokens, which may have either sign; what must hold is that it was measured
+        assert rnd.train.loss_before is not None and rnd.train.loss_before != 0.0
     if res.status == "solved":
         assert res.attempts[res.solved_attempt].verdict == "pass"
 
