@@ -146,6 +146,11 @@ class ConfigMismatch(ValueError):
     """A resumed run whose comparability settings differ from the recorded ones."""
 
 
+def _differences(then: dict[str, Any], now: dict[str, Any]) -> str:
+    keys = [k for k in dict.fromkeys([*then, *now]) if then.get(k) != now.get(k)]
+    return ", ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in keys)
+
+
 def prepare_run_dir(run_dir: Path, cfg: BenchConfig) -> None:
     """Create RUN_DIR with config.json, or check a resumed one against it. Strategies, seeds
     and problems recorded earlier are merged in (they only add keys)."""
@@ -154,17 +159,13 @@ def prepare_run_dir(run_dir: Path, cfg: BenchConfig) -> None:
     if path.exists():
         old = BenchConfig.model_validate(json.loads(path.read_text()))
         if old.fingerprint() != cfg.fingerprint():
-            diff = {k: (v, cfg.fingerprint()[k]) for k, v in old.fingerprint().items() if cfg.fingerprint()[k] != v}
             raise ConfigMismatch(
-                f"{run_dir} was run with other settings ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
+                f"{run_dir} was run with other settings ({_differences(old.fingerprint(), cfg.fingerprint())}); "
                 "results would not be comparable: use another --out, or the recorded settings"
             )
         if old.sdpo_resolved is not None and old.sdpo_resolved != cfg.resolved():
-            now = cfg.resolved()
-            diff = {k: (old.sdpo_resolved.get(k), now.get(k)) for k in sorted(set(old.sdpo_resolved) | set(now))
-                    if old.sdpo_resolved.get(k) != now.get(k)}
             raise ConfigMismatch(
-                f"{run_dir} was run with other SDPO options ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
+                f"{run_dir} was run with other SDPO options ({_differences(old.sdpo_resolved, cfg.resolved())}); "
                 "the SDPO defaults changed since it started, so new runs would not be comparable: use another --out"
             )
         cfg = cfg.model_copy(update={

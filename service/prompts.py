@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service import templates
+
 
 def messages(question: str, system_prompt: str | None = None) -> list[dict[str, str]]:
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -24,6 +26,4 @@ def student_prompt(tokenizer: Any, problem: Any) -> list[int]:
 def teacher_prompt(tokenizer: Any, problem: Any, feedback: str | None, solution: str | None = None) -> list[int]:
     """The SDPO teacher's prompt for one failed attempt: the question reprompted with the
     verifier's feedback (or a passing sibling's solution), as every caller must build it."""
-    from service import templates
-
     return render(tokenizer, messages(templates.reprompt(problem.question, feedback, solution), problem.system_prompt))
