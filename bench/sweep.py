@@ -107,6 +107,9 @@ def summarise(rows: list[dict[str, Any]], reps: int = 1000, seed: int = 0) -> di
         lo, hi = (vals[int(0.025 * len(vals))], vals[int(0.975 * len(vals)) - 1]) if vals else (math.nan, math.nan)
         res[k] = {"mean": v, "lo": lo, "hi": hi}
     res["train_s"] = sum(r["train_s"] for r in rows) / len(rows)
+    # with the token-level guard a round may keep no step at all (factor exactly 1.00x): say how often
+    kept = [r["kept_step"] for r in rows if r.get("kept_step") is not None]
+    res["steps_kept"] = sum(kept) / len(kept) if kept else math.nan
     res["rounds"] = len(rows)
     return res
 
@@ -117,11 +120,12 @@ def markdown(table: list[tuple[str, dict[str, Any]]], header: str) -> str:
         return f"{f(m['mean'])} ({f(m['lo'])}–{f(m['hi'])})"
 
     lines = [header, "",
-             "| config | pass prob. factor (95% CI) | Δ log p pass | Δ log p fail (trained) | Δ log p fail (held out) | train s/round |",
-             "|---|---|---|---|---|---|"]
+             "| config | pass prob. factor (95% CI) | Δ log p pass | Δ log p fail (trained) | Δ log p fail (held out) | steps kept/round | train s/round |",
+             "|---|---|---|---|---|---|---|"]
     for name, s in table:
+        kept = "–" if math.isnan(s.get("steps_kept", math.nan)) else f"{s['steps_kept']:.1f}"
         lines.append(f"| `{name}` | {ci(s['pass_gain'], exp=True)} | {ci(s['dlogp_pass'])} | "
-                     f"{ci(s['dlogp_fail_trained'])} | {ci(s['dlogp_fail_heldout'])} | {s['train_s']:.0f} |")
+                     f"{ci(s['dlogp_fail_trained'])} | {ci(s['dlogp_fail_heldout'])} | {kept} | {s['train_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

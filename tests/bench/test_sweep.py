@@ -27,8 +27,9 @@ def test_log_mean_exp_is_the_importance_sampling_ratio():
     assert math.exp(log_mean_exp([math.log(2), 0.0])) == pytest.approx(1.5)
 
 
-def _row(d_pass, fail=-1.0, held=None):
-    return {"d_pass": d_pass, "dlogp_fail_trained": fail, "dlogp_fail_heldout": held, "train_s": 10.0}
+def _row(d_pass, fail=-1.0, held=None, kept=None):
+    return {"d_pass": d_pass, "dlogp_fail_trained": fail, "dlogp_fail_heldout": held, "train_s": 10.0,
+            "kept_step": kept}
 
 
 def test_summarise_point_estimate_and_interval():
@@ -54,3 +55,12 @@ def test_table_from_rows_groups_by_config_in_order():
     md = table_from_rows(rows, "h")
     assert md.index("`b`") < md.index("`a`")
     assert md.count("| `") == 2
+
+
+def test_table_says_how_many_steps_the_guard_kept():
+    # one round kept all 4 steps, one kept none (its factor is exactly 1.00x): the mean is 2.0
+    s = summarise([_row([0.1], kept=4), _row([0.0], kept=0)], reps=10)
+    assert s["steps_kept"] == 2.0
+    assert "| 2.0 | 10 |" in markdown([("default", s)], "h")
+    # rows from before the column existed show a dash, not a made-up number
+    assert "| – | 10 |" in markdown([("old", summarise([_row([0.1])], reps=10))], "h")
