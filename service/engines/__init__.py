@@ -39,8 +39,10 @@ def select_engine(settings: Settings, lm: LoadedModel, pool: AdapterPool) -> Eng
         if not available("llama_cpp"):
             raise EngineUnavailable(
                 "TTA_ENGINE=llamacpp needs the llama-cpp-python package: "
-                'CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python==0.3.36 '
-                "(builds llama.cpp from source: about 6.5 min the first time, a cached wheel after)."
+                "bash scripts/setup.sh, or by hand CMAKE_ARGS=\"-DGGML_NATIVE=ON\" "
+                'CFLAGS="-mno-amx-tile -mno-amx-int8" CXXFLAGS="-mno-amx-tile -mno-amx-int8" '
+                "pip install llama-cpp-python==0.3.36 (builds llama.cpp from source: 4-7 min the first time, "
+                "a cached wheel after; without AMX, which faults in VMs that list it but do not enable it)."
             )
         if lm.resolved.gguf is None:
             raise EngineUnavailable(
