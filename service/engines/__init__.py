@@ -39,10 +39,8 @@ def select_engine(settings: Settings, lm: LoadedModel, pool: AdapterPool) -> Eng
         if not available("llama_cpp"):
             raise EngineUnavailable(
                 "TTA_ENGINE=llamacpp needs the llama-cpp-python package: "
-                "bash scripts/setup.sh, or by hand CMAKE_ARGS=\"-DGGML_NATIVE=ON\" "
-                'CFLAGS="-mno-amx-tile -mno-amx-int8" CXXFLAGS="-mno-amx-tile -mno-amx-int8" '
-                "pip install llama-cpp-python==0.3.36 (builds llama.cpp from source: 4-7 min the first time, "
-                "a cached wheel after; without AMX, which faults in VMs that list it but do not enable it)."
+                "bash scripts/setup.sh installs it (builds llama.cpp from source for this CPU, without AMX: "
+                "4-7 min the first time, a cached wheel after)."
             )
         if lm.resolved.gguf is None:
             raise EngineUnavailable(
