@@ -146,3 +146,23 @@ def test_edge_split_keeps_dev_tasks_out_of_the_test_split(tmp_path):
     f.write_text("\n".join(json.dumps(r) for r in rows[1:]) + "\n")
     with pytest.raises(SetError, match="every edge task .* is a dev task"):
         sets.humaneval_edge_split("test", f)
+
+
+def test_edge_scan_stops_a_task_only_when_it_cannot_be_at_the_edge():
+    from bench.edge_scan import above_edge, measured
+
+    hi, target = sets.EDGE_HI, 16
+    # 5 of 16 is 31%: above the edge whatever the other 8 samples do; 4 could still end at 25%
+    assert above_edge(5, 8, target, hi, sets.EDGE_MIN_SAMPLES)
+    assert not above_edge(4, 8, target, hi, sets.EDGE_MIN_SAMPLES)
+    # too few samples for the set's rule to read the row: keep going
+    assert not above_edge(5, 5, target, hi, sets.EDGE_MIN_SAMPLES)
+    # and the stopped row is indeed outside the selection
+    stopped = {"problem": "HumanEval/7", "model": "default", "samples": 8, "passed": 5, "stopped": "above_edge"}
+    partial = {"problem": "HumanEval/8", "model": "default", "samples": 8, "passed": 1}
+    full = {"problem": "HumanEval/9", "model": "default", "samples": 16, "passed": 2}
+    rows = [stopped, partial, full]
+    assert select_edge(rows) == ["HumanEval/8", "HumanEval/9"]
+    # resuming: the stopped and the full task are done, the partial one is measured again
+    assert measured(rows, "default", 16) == {"HumanEval/7", "HumanEval/9"}
+    assert measured(rows, "tiny", 16) == set()
