@@ -25,6 +25,8 @@ Reported per config (mean over rounds, 95% bootstrap over rounds and references)
   is the factor by which one attempt's pass probability moved: > 1 means fewer attempts.
 - `dlogp_pass`, `dlogp_fail_trained`, `dlogp_fail_heldout`: mean change of per-sequence
   log-probability of references, of the round's own failures and of failures from other rounds.
+- `steps kept/round`: how many of the round's updates the trainer's guard kept (mean over
+  rounds); 0 means the round trained nothing and the adapter is the base model's.
 
 What one round cannot show: replay of earlier rounds and the EMA teacher (its rate only acts
 from round two on) — those need the discovery benchmark itself.
