@@ -140,8 +140,8 @@ def run_bench(opts: dict[str, Any], quick: bool, out: Path | None, report: bool,
 
     settings = get_settings()
     cfg = make_config(opts, quick, settings)
-    cfg.sdpo_options()  # bad SDPO overrides fail here, before anything runs
     problems = load_set(cfg.set)
+    runner.validate(problems, cfg)  # bad options fail here, before the model loads
     run_dir = out or default_run_dir(cfg)
     if quick:
         console.print(f"--quick: {QUICK_ESTIMATE}", highlight=False)
@@ -171,7 +171,10 @@ def sdpo_overrides(extra_json: str | None = None, rank: int | None = None, **fla
     """SdpoOptions overrides from the flat CLI options (None = not given) and a JSON object."""
     import json
 
-    out: dict[str, Any] = json.loads(extra_json) if extra_json else {}
+    try:
+        out: dict[str, Any] = json.loads(extra_json) if extra_json else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--sdpo is not valid JSON ({exc}); give an object, e.g. '{{\"top_k\": 20}}'") from None
     if not isinstance(out, dict):
         raise ValueError("--sdpo must be a JSON object, e.g. '{\"top_k\": 20}'")
     out.update({k: v for k, v in flat.items() if v is not None})

@@ -88,6 +88,17 @@ def build_request(bp: BenchProblem, strategy: str, seed: int, cfg: BenchConfig) 
     )
 
 
+def validate(problems: list[BenchProblem], cfg: BenchConfig) -> None:
+    """Raise ValueError (unknown strategy) or pydantic's ValidationError (sampling, budget,
+    SDPO options) for a configuration no run could start with, before anything is loaded."""
+    unknown = [s for s in cfg.strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+    for bp in problems[:1]:
+        for strategy in cfg.strategies:
+            build_request(bp, strategy, cfg.seeds[0] if cfg.seeds else 0, cfg)
+
+
 def compact(problem: str, result: SolveResult, k: int) -> dict[str, Any]:
     """The checkpoint line of one run: what the metrics need, without attempt texts."""
     return {
@@ -240,9 +251,7 @@ def run(
     """Solve every pending (problem, strategy, seed), checkpointing each as it finishes.
     `solve(req, on_event=cb)` is called once per run; an exception it raises is recorded
     as a `failed` run (retried on the next rerun) and the benchmark goes on."""
-    unknown = [s for s in cfg.strategies if s not in STRATEGIES]
-    if unknown:
-        raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+    validate(problems, cfg)
     run_dir = Path(run_dir)
     prepare_run_dir(run_dir, cfg)
     p = plan(problems, cfg, done_keys(read_results(run_dir)))

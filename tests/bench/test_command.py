@@ -67,3 +67,17 @@ def test_bad_set_and_bad_report_dir_exit_2(tmp_path):
     assert res.exit_code == 2 and "lr" in res.output
     res = cli.invoke(app, ["bench", "report", str(tmp_path / "empty")])
     assert res.exit_code == 2 and "no finished runs" in res.output
+
+
+def test_bad_options_fail_before_the_model_loads(tmp_path, monkeypatch):
+    def no_model(*a, **kw):
+        raise AssertionError("the model must not load for options no run could use")
+
+    monkeypatch.setattr(command.runner, "model_solver", no_model)
+    for args, says in ((["--temperature", "-1"], "sampling.temperature"),
+                       (["--strategies", "sdpo,foo"], "unknown strategies ['foo']"),
+                       (["--sdpo", "{bad"], "--sdpo is not valid JSON")):
+        res = cli.invoke(app, ["bench", "--set", "quick", "--out", str(tmp_path / "x"), *args])
+        assert res.exit_code == 2 and says in res.output, (args, res.output)
+        assert "Traceback" not in res.output
+    assert not (tmp_path / "x").exists()
