@@ -50,13 +50,14 @@ def above_edge(passed: int, done: int, target: int, hi: float, min_samples: int)
     return done >= min_samples and passed > hi * target
 
 
-def measured(rows: list[dict], model: str, samples: int) -> set[str]:
-    """Tasks that need no more samples: `samples` reached, or stopped above the edge."""
+def measured(rows: list[dict], model: str, samples: int, full: bool = False) -> set[str]:
+    """Tasks that need no more samples: `samples` reached, or (unless `full`) stopped above
+    the edge."""
     from bench.sets import pooled_rates
 
     have = pooled_rates(rows, model=model)
     stopped = {r["problem"] for r in rows if r.get("model") == model and r.get("stopped") == "above_edge"}
-    return {t for t, (_, n) in have.items() if n >= samples} | stopped
+    return {t for t, (_, n) in have.items() if n >= samples} | (set() if full else stopped)
 
 
 def main() -> None:
@@ -101,7 +102,7 @@ def main() -> None:
     settings = get_settings()
     with console.status(f"loading model {settings.model}"):
         deps = build_solver_deps(settings)
-    done_tasks = measured(read_rates(args.out), deps.model_name, args.samples) if args.out.exists() else set()
+    done_tasks = measured(read_rates(args.out), deps.model_name, args.samples, args.full) if args.out.exists() else set()
     todo = [t for t in ids if t not in done_tasks]
     console.print(f"{len(ids) - len(todo)} task(s) already measured in {args.out}; {len(todo)} to go")
     args.out.parent.mkdir(parents=True, exist_ok=True)

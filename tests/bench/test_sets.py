@@ -166,3 +166,4 @@ def test_edge_scan_stops_a_task_only_when_it_cannot_be_at_the_edge():
     # resuming: the stopped and the full task are done, the partial one is measured again
     assert measured(rows, "default", 16) == {"HumanEval/7", "HumanEval/9"}
     assert measured(rows, "tiny", 16) == set()
+    assert measured(rows, "default", 16, full=True) == {"HumanEval/9"}  # --full measures it to 16
