@@ -254,11 +254,19 @@ def _opt(x: float) -> float | None:
 
 
 def _ci(samples: np.ndarray) -> list[float | None]:
-    s = samples[np.isfinite(samples)]
+    """95% percentile interval of bootstrap replicates that may be +inf (a replicate that never
+    reaches the target costs more than any budget; a ratio whose other strategy never reaches
+    is unbounded). Infinite replicates are kept, not dropped: dropping them would cut exactly
+    the draws least favourable to a cost, and most favourable to sdpo in a ratio. NaN
+    replicates (a ratio where neither strategy reaches) are undefined and left out. An
+    infinite bound is null in JSON (the report prints ∞). Order statistics ("lower" /
+    "higher") rather than interpolation, which has no value between a finite number and inf."""
+    s = samples[~np.isnan(samples)]
     if not len(s):
         return [None, None]
-    lo, hi = np.percentile(s, [2.5, 97.5])
-    return [float(lo), float(hi)]
+    lo = float(np.percentile(s, 2.5, method="lower"))
+    hi = float(np.percentile(s, 97.5, method="higher"))
+    return [_opt(lo), _opt(hi)]
 
 
 def phase_split(paired: Paired) -> dict[str, dict[str, float]]:
@@ -321,7 +329,9 @@ def summarize(records: Iterable[dict[str, Any]], k: int, strategies: Sequence[st
             unsolved = [spent_cost(r, axis) for rs in paired.records[st] for r in rs if r.get("solved_attempt") is None]
             ax["curves"][st] = {"y": point.tolist(), "lo": lo.tolist(), "hi": hi.tolist(),
                                 "valid_up_to": min(unsolved) if unsolved else None}
-            reach_boot[st] = {t: _reach_rows(xs, boots[st], t, interp) for t in targets}
+            # never reached within the budget = an infinite cost (see _ci)
+            reach_boot[st] = {t: np.nan_to_num(_reach_rows(xs, boots[st], t, interp), nan=np.inf)
+                              for t in targets}
             ax["reach"][st] = {
                 f"{t:g}": {"value": reach(xs, point, t, interp), "ci95": _ci(reach_boot[st][t]),
                            "reached_frac": float(np.mean(np.isfinite(reach_boot[st][t])))}
@@ -334,10 +344,12 @@ def summarize(records: Iterable[dict[str, Any]], k: int, strategies: Sequence[st
                 rs = {}
                 for t in targets:
                     num, den = ax["reach"][st][f"{t:g}"]["value"], ax["reach"][baseline][f"{t:g}"]["value"]
+                    # inf/finite = inf (only the other strategy never reaches), finite/inf = 0,
+                    # inf/inf = NaN: undefined, the share of such draws is 1 - defined_frac
                     with np.errstate(divide="ignore", invalid="ignore"):
                         rb = reach_boot[st][t] / reach_boot[baseline][t]
                     rs[f"{t:g}"] = {"value": ratio(num, den), "ci95": _ci(rb),
-                                    "defined_frac": float(np.mean(np.isfinite(rb)))}
+                                    "defined_frac": float(np.mean(~np.isnan(rb)))}
                 ax["ratios"][f"{st}/{baseline}"] = rs
         out["axes"][axis] = ax
     out["phases"] = phase_split(paired)

@@ -51,9 +51,11 @@ def _fmt_ci(v: dict[str, Any], digits: int = 1) -> str:
     lo, hi = v.get("ci95", [None, None])
     if v.get("value") is None:
         return "never"
-    if lo is None:
+    if lo is None and hi is None:
         return _fmt(v["value"], digits)
-    return f"{v['value']:.{digits}f} ({lo:.{digits}f}–{hi:.{digits}f})"
+    # a null bound is infinite: too many bootstrap draws never reach the target (metrics._ci)
+    bound = lambda b: "∞" if b is None else f"{b:.{digits}f}"  # noqa: E731
+    return f"{v['value']:.{digits}f} ({bound(lo)}–{bound(hi)})"
 
 
 def render(summary: dict[str, Any], console: Console) -> None:
@@ -82,7 +84,8 @@ def render(summary: dict[str, Any], console: Console) -> None:
     console.print(t)
 
     base = summary["baseline"]
-    r = Table(title=f"cost to reach discovery, and its ratio to {base} (> 1: {base} needs less)",
+    r = Table(title=f"cost to reach discovery, and its ratio to {base} (> 1: {base} needs less; "
+                    "∞: not reached in over 2.5% of bootstrap draws)",
               title_justify="left", box=box.SIMPLE_HEAD)
     r.add_column("axis")
     r.add_column("strategy")
@@ -124,7 +127,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{max((len(s) for s in summary['seeds']), default=0)} seeds, K={summary['k']}, n={cfg.get('n')}, "
         f"T={cfg.get('temperature')}, max_new_tokens={cfg.get('max_new_tokens')}, SDPO overrides "
         f"`{json.dumps(cfg.get('sdpo') or {})}`; {summary['runs_compared']} runs compared. "
-        "Intervals: 95% paired bootstrap over problems and seeds.",
+        "Intervals: 95% paired bootstrap over problems and seeds; ∞: more than 2.5% of the draws never "
+        "reach the target within the budget (for a ratio: the other strategy does not, sdpo does).",
         "",
     ]
     if not summary.get("axes"):

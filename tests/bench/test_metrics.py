@@ -153,3 +153,19 @@ def test_only_pairs_finished_by_every_strategy_and_failed_runs_are_dropped():
 def test_discovery_with_unequal_seed_counts():
     # problem A has 1 seed (solved), B has 3 (one solved): mean over problems of per-problem fractions
     assert metrics.discovery([[1.0], [2.0, math.inf, math.inf]], [1, 2]) == pytest.approx([0.5, 0.5 + 1 / 6])
+
+
+def test_draws_that_never_reach_widen_the_interval_instead_of_being_dropped():
+    # one seed per problem; best_of_k reaches 50% only at K, so many bootstrap draws never do
+    pattern = {"sdpo": {"A": [0], "B": [1], "C": [1], "D": [None]},
+               "best_of_k": {"A": [0], "B": [3], "C": [None], "D": [None]}}
+    s = metrics.summarize(records(pattern), k=K, strategies=["sdpo", "best_of_k"], n_boot=500)
+    reach = s["axes"]["attempts"]["reach"]["best_of_k"]["0.5"]
+    assert reach["value"] == pytest.approx(4.0) and reach["reached_frac"] < 0.9
+    assert reach["ci95"][1] is None  # unbounded: a draw that never reaches costs more than K
+    r = s["axes"]["attempts"]["ratios"]["best_of_k/sdpo"]["0.5"]
+    assert r["value"] == pytest.approx(4.0 / 1.5)
+    assert r["ci95"][0] is not None and r["ci95"][1] is None  # sdpo reaches where best_of_k does not
+    assert 0 < r["defined_frac"] <= 1
+    from bench.report import _fmt_ci
+    assert _fmt_ci(r, 2).endswith("–∞)")
