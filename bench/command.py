@@ -131,7 +131,7 @@ class BenchProgress:
 
 
 def run_bench(opts: dict[str, Any], quick: bool, out: Path | None, report: bool, max_runs: int | None,
-              console: Console, solve: runner.SolveFn | None = None) -> Path:
+              console: Console, solve: runner.SolveFn | None = None, baselines_from: Path | None = None) -> Path:
     """The `tta bench` command. Returns the run directory. Raises SetError, ConfigMismatch,
     ValueError (bad options) for the CLI to turn into one-line errors."""
     from bench.report import report as write_report
@@ -157,11 +157,14 @@ def run_bench(opts: dict[str, Any], quick: bool, out: Path | None, report: bool,
         solve = runner.model_solver(settings, on_load=lambda: prog.loading(str(settings.model)))
     t0 = time.monotonic()
     try:
-        outcome = runner.run(problems, cfg, run_dir, solve, progress=prog.hooks(), max_runs=max_runs)
+        outcome = runner.run(problems, cfg, run_dir, solve, progress=prog.hooks(), max_runs=max_runs,
+                             baselines_from=baselines_from)
     finally:
         prog.stop()
     console.print(f"{outcome.ran} run(s) in {time.monotonic() - t0:.0f} s ({outcome.failed} failed), "
-                  f"{outcome.skipped} already done; results in {run_dir / runner.RESULTS}", highlight=False)
+                  f"{outcome.skipped} already done"
+                  + (f" ({outcome.imported} baselines imported)" if outcome.imported else "")
+                  + f"; results in {run_dir / runner.RESULTS}", highlight=False)
     if report:
         write_report(run_dir, console=console)
     return run_dir

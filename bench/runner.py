@@ -207,6 +207,43 @@ def append_record(run_dir: Path, rec: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def baseline_source(src_dir: Path, cfg: BenchConfig) -> list[dict[str, Any]]:
+    """The records of another run directory whose baselines this run may reuse; raises
+    FileNotFoundError / ConfigMismatch when it is not one.
+
+    best_of_k and multi_turn never read the SDPO options, so a run that differs only in them
+    (the usual case when trying an SDPO setting on a set already run) can reuse its
+    baselines instead of spending a third or more of the time on them again. Everything else
+    that makes runs comparable (model, engine, K, n, sampling) must match, as for a resume.
+    The pairing of random streams is exact only when both ran with the same llama.cpp build
+    on the same kind of CPU; elsewhere the comparison stays fair but is noisier."""
+    src_dir = Path(src_dir)
+    cfg_path = src_dir / CONFIG
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"--baselines-from {src_dir}: no {CONFIG} there (not a benchmark run directory)")
+    src = BenchConfig.model_validate(json.loads(cfg_path.read_text()))
+    then, now = ({k: v for k, v in c.fingerprint().items() if k != "sdpo"} for c in (src, cfg))
+    if then != now:
+        raise ConfigMismatch(
+            f"--baselines-from {src_dir} ran with other settings ({_differences(then, now)}); "
+            "its baselines are not comparable with this run")
+    return read_results(src_dir)
+
+
+def import_baselines(src_records: list[dict[str, Any]], src_dir: Path, run_dir: Path,
+                     problems: Sequence[BenchProblem], cfg: BenchConfig) -> int:
+    """Append to RUN_DIR the finished non-sdpo runs of `src_records` that this run plans and
+    has not finished yet, marked `imported_from`; returns how many."""
+    wanted = {run_key(bp.name, st, s) for bp in problems for st in cfg.strategies if st != "sdpo" for s in cfg.seeds}
+    have = done_keys(read_results(run_dir))
+    copied = 0
+    for key, rec in {r["key"]: r for r in src_records}.items():
+        if key in wanted and key not in have and rec.get("status") != "failed":
+            append_record(run_dir, {**rec, "imported_from": str(src_dir)})
+            copied += 1
+    return copied
+
+
 @dataclass
 class RunPlan:
     todo: list[tuple[BenchProblem, str, int]]
@@ -234,7 +271,8 @@ class Progress:
 class RunOutcome:
     run_dir: Path
     ran: int = 0
-    skipped: int = 0
+    skipped: int = 0  # already done (imported ones included)
+    imported: int = 0  # baselines copied from --baselines-from
     failed: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -247,18 +285,22 @@ def run(
     progress: Progress | None = None,
     keep_traces: bool = True,
     max_runs: int | None = None,
+    baselines_from: Path | None = None,
 ) -> RunOutcome:
     """Solve every pending (problem, strategy, seed), checkpointing each as it finishes.
     `solve(req, on_event=cb)` is called once per run; an exception it raises is recorded
-    as a `failed` run (retried on the next rerun) and the benchmark goes on."""
+    as a `failed` run (retried on the next rerun) and the benchmark goes on.
+    `baselines_from`: a run directory whose baselines to reuse (see baseline_source)."""
     validate(problems, cfg)
     run_dir = Path(run_dir)
+    src = baseline_source(baselines_from, cfg) if baselines_from else []  # checked before RUN_DIR is made
     prepare_run_dir(run_dir, cfg)
+    imported = import_baselines(src, baselines_from, run_dir, problems, cfg) if baselines_from else 0
     p = plan(problems, cfg, done_keys(read_results(run_dir)))
     todo = p.todo[:max_runs] if max_runs is not None else p.todo
     progress = progress or Progress()
     progress.start(RunPlan(todo=todo, skipped=p.skipped, total=p.total))
-    out = RunOutcome(run_dir=run_dir, skipped=p.skipped)
+    out = RunOutcome(run_dir=run_dir, skipped=p.skipped, imported=imported)
     traces = run_dir / "traces"
     for bp, st, seed in todo:
         progress.run_start(bp.name, st, seed)

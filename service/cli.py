@@ -354,6 +354,8 @@ def bench(
     out: Optional[Path] = typer.Option(None, help="Run directory (default: bench/runs/<set>-<model>-k..-n..-t..-m..)."),
     quick: bool = typer.Option(False, "--quick", help="Preset: set quick, K=8, n=4, 2 seeds, 256 tokens (<20 min, 2 cores)."),
     max_runs: Optional[int] = typer.Option(None, help="Stop after this many runs (resume later)."),
+    baselines_from: Optional[Path] = typer.Option(
+        None, help="Reuse best_of_k/multi_turn runs from this run directory (same settings but SDPO)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
 ) -> None:
     """Run sdpo, best_of_k and multi_turn on a problem set on equal terms, checkpointing each
@@ -373,7 +375,8 @@ def bench(
                                    replay_rounds=replay_rounds, teacher_ema=teacher_ema)
         opts = dict(set=set_, strategies=strategies, k=k, seeds=seeds, n=n, max_new_tokens=max_new_tokens,
                     temperature=temperature, sdpo=overrides or None)
-        run_bench(opts, quick, out, report=not no_report, max_runs=max_runs, console=err)
+        run_bench(opts, quick, out, report=not no_report, max_runs=max_runs, console=err,
+                  baselines_from=baselines_from)
     except (SetError, ConfigMismatch, TTAError) as exc:
         _fail(getattr(exc, "message", None) or str(exc))
     except ValidationError as exc:

@@ -81,3 +81,37 @@ def test_bad_options_fail_before_the_model_loads(tmp_path, monkeypatch):
         assert res.exit_code == 2 and says in res.output, (args, res.output)
         assert "Traceback" not in res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_baselines_from_another_run_are_reused_when_only_sdpo_differs(tmp_path):
+    console = Console(file=open(tmp_path / "log.txt", "w"), width=200)
+    first = tmp_path / "first"
+    command.run_bench({"set": "quick"}, quick=True, out=first, report=False, max_runs=None,
+                      console=console, solve=fake_solve)
+    called = []
+
+    def counting(req, on_event=None):
+        called.append(req.strategy)
+        return fake_solve(req, on_event)
+
+    second = tmp_path / "second"
+    command.run_bench({"set": "quick", "sdpo": {"lr": 3e-5}}, quick=True, out=second, report=False,
+                      max_runs=None, console=console, solve=counting, baselines_from=first)
+    assert called == ["sdpo"] * 4  # 2 problems x 2 seeds: only sdpo ran
+    recs = [json.loads(x) for x in (second / "results.jsonl").read_text().splitlines()]
+    imported = [r for r in recs if r.get("imported_from")]
+    assert len(imported) == 8 and {r["strategy"] for r in imported} == {"best_of_k", "multi_turn"}
+    assert json.loads((second / "config.json").read_text())["sdpo"] == {"lr": 3e-5}
+    # rerunning imports nothing twice and runs nothing
+    command.run_bench({"set": "quick", "sdpo": {"lr": 3e-5}}, quick=True, out=second, report=False,
+                      max_runs=None, console=console, solve=counting, baselines_from=first)
+    assert called == ["sdpo"] * 4 and len((second / "results.jsonl").read_text().splitlines()) == 12
+
+    # other sampling: not comparable, refused before anything is written
+    res = cli.invoke(app, ["bench", "--quick", "--k", "6", "--baselines-from", str(first),
+                           "--out", str(tmp_path / "third")])
+    assert res.exit_code == 2 and "not comparable" in res.output and "k" in res.output
+    res = cli.invoke(app, ["bench", "--quick", "--baselines-from", str(tmp_path),
+                           "--out", str(tmp_path / "third")])
+    assert res.exit_code == 2 and "not a benchmark run directory" in res.output
+    assert not (tmp_path / "third").exists()
