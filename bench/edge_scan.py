@@ -11,9 +11,9 @@ A task stops early once its passes alone put it above the edge (more than 30% of
 passed: no later failure can bring it back into the set); its row says `"stopped": "above_edge"`
 and counts as measured. About half of HumanEval is that easy for the default model, so this
 roughly halves the scan. `--full` measures every task to --samples regardless.
-Run it with the default model (TTA_MODEL unset). With --samples 16, the 164 tasks (2,624
-attempts) take roughly 4-7 h on 2 CPU cores (5-9 s per attempt, as measured by base_rate here;
-minutes on a GPU); interrupt and rerun at will.
+Run it with the default model (TTA_MODEL unset). With --samples 16 the 164 tasks take
+roughly 3-4 h on 2 CPU cores (measured 2026-12-01: 89 s per task on average, 45 s for one
+stopped early, 120 s for one measured to 16; minutes on a GPU); interrupt and rerun at will.
 
 `--set humaneval-edge` of `tta bench` then takes the tasks that `bench.sets.select_edge`
 keeps: pooled over the rows of a task, >= 8 samples, >= 1 pass and a rate in [1%, 30%].

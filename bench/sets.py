@@ -50,7 +50,7 @@ DEV_TASKS = ("HumanEval/65", "HumanEval/119")
 
 EDGE_HOWTO = (
     "run `python -m bench.edge_scan --samples 16 --out bench/results/humaneval_rates.jsonl` with the "
-    "default model (TTA_MODEL unset; roughly 4-7 h on 2 CPU cores for all 164 tasks, resumable; "
+    "default model (TTA_MODEL unset; roughly 3-4 h on 2 CPU cores for all 164 tasks, resumable; "
     "`--tasks 0-39` scans a range) and commit the file"
 )
 
