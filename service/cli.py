@@ -352,7 +352,7 @@ def bench(
     teacher_ema: Optional[float] = typer.Option(None, help="SDPO teacher EMA rate."),
     sdpo: Optional[str] = typer.Option(None, help='Other SdpoOptions overrides as JSON, e.g. \'{"top_k": 20}\'.'),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: bench/runs/<set>-<model>-k..-n..-t..-m..)."),
-    quick: bool = typer.Option(False, "--quick", help="Preset: set quick, K=8, n=4, 2 seeds, 256 tokens (<20 min, 2 cores)."),
+    quick: bool = typer.Option(False, "--quick", help="Preset: set quick, K=8, n=4, 1 seed, 256 tokens (<= 11 min, 2 cores)."),
     max_runs: Optional[int] = typer.Option(None, help="Stop after this many runs (resume later)."),
     baselines_from: Optional[Path] = typer.Option(
         None, help="Reuse best_of_k/multi_turn runs from this run directory (same settings but SDPO)."),
