@@ -31,8 +31,8 @@ SNAPSHOT_FORMAT = "tta-lora/1"
 
 @dataclass(frozen=True)
 class LoraSpec:
-    rank: int = 16
-    alpha: int = 32
+    rank: int = 4  # the request default (service.schemas.LoraOptions)
+    alpha: int = 8
     dropout: float = 0.0
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
