@@ -300,6 +300,19 @@ def training_stats(paired: Paired) -> dict[str, dict[str, int]]:
     return out
 
 
+def hosts(paired: Paired) -> dict[str, dict[str, int]]:
+    """Per strategy, how many compared runs each machine timed ('unrecorded': records written
+    before runs carried their host)."""
+    out: dict[str, dict[str, int]] = {}
+    for st in paired.strategies:
+        counts: dict[str, int] = defaultdict(int)
+        for rs in paired.records[st]:
+            for r in rs:
+                counts[r.get("host") or "unrecorded"] += 1
+        out[st] = dict(sorted(counts.items()))
+    return out
+
+
 def summarize(records: Iterable[dict[str, Any]], k: int, strategies: Sequence[str] | None = None,
               n_boot: int = 1000, seed: int = 0, baseline: str = BASELINE,
               targets: Sequence[float] = TARGETS) -> dict[str, Any]:
@@ -354,6 +367,8 @@ def summarize(records: Iterable[dict[str, Any]], k: int, strategies: Sequence[st
         out["axes"][axis] = ax
     out["phases"] = phase_split(paired)
     out["training"] = training_stats(paired)
+    out["hosts"] = hosts(paired)
+    out["mixed_hosts"] = len({h for c in out["hosts"].values() for h in c}) > 1
     out["per_strategy"] = {}
     for st in paired.strategies:
         runs = [r for rs in paired.records[st] for r in rs]

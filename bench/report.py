@@ -110,9 +110,21 @@ def render(summary: dict[str, Any], console: Console) -> None:
         p.add_row(st, f"{ph['generate_s']:.0f}", f"{ph['verify_s']:.0f}", f"{ph['train_s']:.0f}", f"{ph['per_run_s']:.1f}",
                   f"{ph['generate_frac']:.0%}/{ph['verify_frac']:.0%}/{ph['train_frac']:.0%}")
     console.print(p)
+    if note := mixed_hosts_note(summary):
+        console.print(f"[yellow]{note}[/]", highlight=False)
     for st, tr in summary.get("training", {}).items():
         console.print(f"{st}: trained after {tr['rounds_trained']} failed rounds, kept {tr['steps_kept']} updates; "
                       f"{tr['rounds_no_step_kept']} rounds kept none", highlight=False)
+
+
+def mixed_hosts_note(summary: dict[str, Any]) -> str | None:
+    """A warning when the compared runs were timed on more than one machine (None otherwise)."""
+    if not summary.get("mixed_hosts"):
+        return None
+    where = "; ".join(f"{st}: " + ", ".join(f"{n} on {h}" for h, n in c.items()) for st, c in summary["hosts"].items())
+    return ("Timed on more than one machine, so the seconds axis and its ratios compare machines as well as "
+            "strategies; attempts and tokens do not depend on the machine. Runs made on different machines "
+            f"also draw different random samples, so the pairing of seeds is lost. ({where})")
 
 
 def _md_ci(v: dict[str, Any] | None, digits: int) -> str:
@@ -158,6 +170,8 @@ def markdown(summary: dict[str, Any]) -> str:
     for st, tr in summary.get("training", {}).items():
         lines += ["", f"{st} trained after {tr['rounds_trained']} failed rounds and kept {tr['steps_kept']} updates; "
                   f"{tr['rounds_no_step_kept']} of those rounds kept none (the next round then samples as best_of_k)."]
+    if note := mixed_hosts_note(summary):
+        lines += ["", f"**{note}**"]
     lines += ["", "| problem | " + " | ".join(f"{st} solved (attempts)" for st in summary["strategies"]) + " |",
               "|---|" + "---|" * len(summary["strategies"])]
     for prob, row in summary.get("per_problem", {}).items():

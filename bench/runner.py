@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.host import host_label
 from bench.sets import BenchProblem
 from service.schemas import SdpoOptions, SolveRequest, SolveResult
 
@@ -117,7 +118,7 @@ def compact(problem: str, result: SolveResult, k: int) -> dict[str, Any]:
                         "kept_step": r.train.kept_step, "collapsed": r.train.collapsed}}
                    for r in result.rounds],
         "tokens_generated": result.tokens_generated, "wall_s": round(result.wall_s, 3),
-        "model": result.model, "engine": result.engine,
+        "model": result.model, "engine": result.engine, "host": host_label(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 

@@ -169,3 +169,21 @@ def test_draws_that_never_reach_widen_the_interval_instead_of_being_dropped():
     assert 0 < r["defined_frac"] <= 1
     from bench.report import _fmt_ci
     assert _fmt_ci(r, 2).endswith("–∞)")
+
+
+def test_runs_timed_on_different_machines_are_flagged():
+    from bench.report import markdown, mixed_hosts_note
+
+    same = records()
+    s = metrics.summarize(same, k=K, n_boot=20)
+    assert s["mixed_hosts"] is False and mixed_hosts_note(s) is None
+    assert set(s["hosts"]) == set(PATTERN) and len({h for c in s["hosts"].values() for h in c}) == 1
+
+    mixed = records()
+    for r in mixed:
+        if r["strategy"] != "sdpo":  # as when baselines are imported from a run made elsewhere
+            r.pop("host")
+    s = metrics.summarize(mixed, k=K, n_boot=20)
+    assert s["mixed_hosts"] is True
+    assert s["hosts"]["best_of_k"] == {"unrecorded": 4}
+    assert "seconds axis" in markdown({**s, "config": {}}) and "4 on unrecorded" in mixed_hosts_note(s)
