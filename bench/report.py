@@ -123,8 +123,8 @@ def mixed_hosts_note(summary: dict[str, Any]) -> str | None:
         return None
     where = "; ".join(f"{st}: " + ", ".join(f"{n} on {h}" for h, n in c.items()) for st, c in summary["hosts"].items())
     return ("Timed on more than one machine, so the seconds axis and its ratios compare machines as well as "
-            "strategies; attempts and tokens do not depend on the machine. Runs made on different machines "
-            f"also draw different random samples, so the pairing of seeds is lost. ({where})")
+            "strategies; attempts and tokens do not depend on the machine. The same seed can also draw other "
+            f"samples on another machine (floating-point differences), so seeds are no longer exactly paired. ({where})")
 
 
 def _md_ci(v: dict[str, Any] | None, digits: int) -> str:
