@@ -181,8 +181,9 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish(run_dir: Path, dest_root: Path, date: str | None = None) -> Path:
-    """Copy a reported run's small files to DEST_ROOT/<set>-<model>-<date>/ (for git)."""
+def publish(run_dir: Path, dest_root: Path, date: str | None = None, name: str | None = None) -> Path:
+    """Copy a reported run's small files to DEST_ROOT/<set>-<model>-<date>/ (for git), or to
+    DEST_ROOT/NAME."""
     import re
     import shutil
     import time
@@ -190,10 +191,12 @@ def publish(run_dir: Path, dest_root: Path, date: str | None = None) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / SUMMARY).exists():
         raise FileNotFoundError(f"{run_dir / SUMMARY}: report the run first (tta bench report {run_dir})")
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise ValueError(f"publish name {name!r}: use 1-100 letters, digits, '.', '_' or '-', starting with a letter or digit")
     cfg = load_config(run_dir)
     from bench.sets import set_slug
 
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{set_slug(str(cfg.get('set', 'set')))}-{cfg.get('model', 'model')}-{date or time.strftime('%Y-%m-%d')}")
+    name = name or re.sub(r"[^A-Za-z0-9._-]+", "_", f"{set_slug(str(cfg.get('set', 'set')))}-{cfg.get('model', 'model')}-{date or time.strftime('%Y-%m-%d')}")
     dest = Path(dest_root) / name
     dest.mkdir(parents=True, exist_ok=True)
     for f in PUBLISHED:

@@ -261,10 +261,14 @@ def load_set(spec: str) -> list[BenchProblem]:
 SET_NAMES = ("examples", "quick", "math-small", "humaneval-edge", "humaneval-edge-dev", "humaneval-edge-test")
 
 
+SLUG_MAX = 64
+
+
 def set_slug(spec: str) -> str:
     """A file-name-safe name for a set spec: a path's stem (`bench/data/x.jsonl` -> `x`,
     `lcb:dir/y.json` -> `lcb_y`); other specs whole (`humaneval:HumanEval/119,HumanEval/65`
-    -> `humaneval_HumanEval_119_HumanEval_65`), not the text after their last slash."""
+    -> `humaneval_HumanEval_119_HumanEval_65`), not the text after their last slash. Names
+    longer than SLUG_MAX are cut and end in a hash of the spec."""
     import re
 
     prefix, _, rest = spec.partition(":") if spec.startswith(("lcb:",)) else ("", "", spec)
@@ -272,4 +276,11 @@ def set_slug(spec: str) -> str:
         name = (prefix + "_" if prefix else "") + Path(rest).stem
     else:
         name = spec
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "set"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "set"
+    if len(name) > SLUG_MAX:
+        # A long task list would make a run directory's name exceed the file system's limit
+        # (255 bytes); a hash of the whole spec keeps distinct lists apart.
+        import hashlib
+
+        name = f"{name[:SLUG_MAX - 9].rstrip('_')}_{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
+    return name

@@ -402,13 +402,14 @@ def bench_report(run_dir: Path = typer.Argument(..., help="A run directory (hold
 def bench_publish(
     run_dir: Path = typer.Argument(..., help="A reported run directory."),
     dest: Path = typer.Option(Path("bench/results"), help="Where <set>-<model>-<date>/ is created."),
+    name: str | None = typer.Option(None, help="Folder name instead of <set>-<model>-<date>."),
 ) -> None:
     """Copy a run's small files (results, summary.json/.md, plots) to DEST/<set>-<model>-<date>/ for git."""
     from bench.report import publish
 
     try:
-        err.print(f"published to {publish(run_dir, dest)}", highlight=False)
-    except FileNotFoundError as exc:
+        err.print(f"published to {publish(run_dir, dest, name=name)}", highlight=False)
+    except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
 
 

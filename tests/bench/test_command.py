@@ -57,6 +57,13 @@ def test_run_then_report_writes_summary_and_plots(tmp_path):
     assert {"summary.json", "summary.md", "results.jsonl", "attempts_per_problem.png"} <= {f.name for f in pub.iterdir()}
     assert not (pub / "traces").exists()
 
+    res = cli.invoke(app, ["bench", "publish", str(out), "--dest", str(tmp_path / "results"), "--name", "quick-readable"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "results" / "quick-readable" / "summary.md").exists()
+    res = cli.invoke(app, ["bench", "publish", str(out), "--dest", str(tmp_path / "results"), "--name", "../up"])
+    assert res.exit_code == 2 and "publish name" in res.output
+    assert not (tmp_path / "up").exists()
+
 
 def test_bad_set_and_bad_report_dir_exit_2(tmp_path):
     res = cli.invoke(app, ["bench", "--set", "nope", "--out", str(tmp_path / "x")])

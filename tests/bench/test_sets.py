@@ -127,6 +127,15 @@ def test_set_slug_names_runs_after_the_whole_spec(spec, slug):
     assert set_slug(spec) == slug
 
 
+def test_set_slug_of_a_long_task_list_fits_a_file_name():
+    from bench.sets import SLUG_MAX, set_slug
+
+    many = "humaneval:" + ",".join(f"HumanEval/{i}" for i in range(41, 160))
+    other = many.replace("HumanEval/159", "HumanEval/163")
+    assert len(set_slug(many)) <= SLUG_MAX and set_slug(many).startswith("humaneval_HumanEval_41_")
+    assert set_slug(many) != set_slug(other)  # cut lists that differ after the cut stay apart
+
+
 def test_partial_scan_gives_a_partial_set_and_says_so(tmp_path, caplog):
     f = tmp_path / "rates.jsonl"
     f.write_text(json.dumps({"problem": "HumanEval/2", "model": "default", "samples": 16, "passed": 2}) + "\n")
