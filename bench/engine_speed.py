@@ -20,10 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from bench.host import cpu_model
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -161,7 +162,7 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "lora_rank": args.rank,
         "threads": llm.n_threads,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "load_s": {"transformers": round(tf_load, 1), "llamacpp": round(ll_load, 2)},
         "rows": rows,
         "summary": summary,

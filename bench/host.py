@@ -14,7 +14,9 @@ from pathlib import Path
 from service.runtime import cpu_has_native_bf16
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, e.g. 'AMD EPYC 9R14 96-Core Processor'; on Linux
+    `platform.processor()` says only 'x86_64'."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -27,7 +29,7 @@ def _cpu_model() -> str:
 @lru_cache
 def host_label() -> str:
     """E.g. 'AMD EPYC 9R14 96-Core Processor, 2 CPUs, fp32 CPU training' or '..., GPU NVIDIA H200'."""
-    parts = [_cpu_model(), f"{os.cpu_count()} CPUs"]
+    parts = [cpu_model(), f"{os.cpu_count()} CPUs"]
     torch = sys.modules.get("torch")  # only when the run loaded it: never import torch just for a label
     if torch is not None and torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")

@@ -27,10 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from bench.host import cpu_model
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -127,7 +128,7 @@ def main() -> None:
         "vllm": vllm.__version__,
         "dtype": str(lm.dtype).removeprefix("torch."),
         "lora": {"rank": args.rank, "targets": list(ALL7)},
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "loadavg_start": [round(x, 2) for x in load0],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
