@@ -148,6 +148,57 @@ def table_from_rows(rows: list[dict[str, Any]], header: str) -> str:
     return markdown([(c, summarise(rs)) for c, rs in by.items()], header)
 
 
+def build_rounds(deps, problems, *, pool: int, rounds: int, round_n: int, refs: int, temperature: float,
+                 max_new_tokens: int, seed: int, set_name: str, console) -> dict[str, tuple]:  # pragma: no cover - needs the model
+    """Per problem, `pool` base attempts (sampled once, cached under bench/runs/sweep-*/pool.jsonl),
+    split into passing references and `rounds` disjoint all-failed rounds of `round_n`.
+    Returns {name: (bench problem, student prompt ids, references, rounds)}; a problem without
+    a passing attempt or a full round is skipped with a message."""
+    from bench.sets import set_slug
+    from service import prompts
+    from service.engines.base import SamplingParams
+
+    tok = deps.tokenizer
+    cache_dir = RUNS / f"sweep-{set_slug(set_name)}-{deps.model_name}-t{temperature:g}-m{max_new_tokens}"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    pool_file = cache_dir / "pool.jsonl"
+    cached: dict[str, list[dict[str, Any]]] = {}
+    if pool_file.exists():
+        for line in pool_file.read_text().splitlines():
+            rec = json.loads(line)
+            cached.setdefault(rec["problem"], []).append(rec)
+
+    data = {}
+    for bp in problems:
+        ver = bp.problem.verifier
+        prompt_ids = prompts.student_prompt(tok, bp.problem.problem)
+        have = cached.get(bp.name, [])
+        while len(have) < pool:
+            k = min(round_n, pool - len(have))
+            t = time.monotonic()
+            outs = deps.engine.generate([prompt_ids], None, SamplingParams(
+                n=k, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
+                seed=5000 + seed + len(have)))[0]
+            vs = deps.verify(ver, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
+            new = [{"problem": bp.name, "text": o.text, "tokens": o.token_ids, "verdict": v.verdict,
+                    "feedback": v.feedback} for o, v in zip(outs, vs)]
+            with pool_file.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in new)
+            have += new
+            console.print(f"{bp.name}: pool {len(have)}/{pool} ({sum(r['verdict'] == 'pass' for r in have)} pass; "
+                          f"{time.monotonic() - t:.0f} s)")
+        have = have[:pool]
+        passing = [r for r in have if r["verdict"] == "pass" and r["tokens"]][:refs]
+        fails = [r for r in have if r["verdict"] == "fail" and r["tokens"]]
+        rnds = [fails[i * round_n:(i + 1) * round_n] for i in range(rounds)]
+        rnds = [r for r in rnds if len(r) == round_n]
+        if not passing or not rnds:
+            console.print(f"[yellow]{bp.name}: skipped ({len(passing)} passing, {len(fails)} failing in the pool)[/]")
+            continue
+        data[bp.name] = (bp, prompt_ids, passing, rnds)
+    return data
+
+
 def teacher_check(data, deps, args) -> None:  # pragma: no cover - needs the model
     """Is the teacher better than the student? SDPO pulls the student toward the model shown a
     failure's feedback; that helps only if that model puts more probability on passing programs.
@@ -211,9 +262,8 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from adapters.trainer import DistillSample
-    from bench.sets import load_set, set_slug
+    from bench.sets import load_set
     from service import prompts
-    from service.engines.base import SamplingParams
     from service.runtime import build_solver_deps
     from service.settings import get_settings
     from service.solver import lora_spec, train_config
@@ -228,44 +278,9 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             raise SystemExit(f"--problems {args.problems!r}: none of them is in {args.set}")
     deps = build_solver_deps(settings)
     tok = deps.tokenizer
-    cache_dir = RUNS / f"sweep-{set_slug(args.set)}-{deps.model_name}-t{args.temperature:g}-m{args.max_new_tokens}"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    pool_file = cache_dir / "pool.jsonl"
-    cached: dict[str, list[dict[str, Any]]] = {}
-    if pool_file.exists():
-        for line in pool_file.read_text().splitlines():
-            rec = json.loads(line)
-            cached.setdefault(rec["problem"], []).append(rec)
-
-    # 1. the base pool per problem (cached: sampling is not what the configs change)
-    data = {}
-    for bp in problems:
-        ver = bp.problem.verifier
-        prompt_ids = prompts.student_prompt(tok, bp.problem.problem)
-        have = cached.get(bp.name, [])
-        while len(have) < args.pool:
-            k = min(args.round_n, args.pool - len(have))
-            t = time.monotonic()
-            outs = deps.engine.generate([prompt_ids], None, SamplingParams(
-                n=k, temperature=args.temperature, top_p=1.0, max_new_tokens=args.max_new_tokens,
-                seed=5000 + args.seed + len(have)))[0]
-            vs = deps.verify(ver, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
-            new = [{"problem": bp.name, "text": o.text, "tokens": o.token_ids, "verdict": v.verdict,
-                    "feedback": v.feedback} for o, v in zip(outs, vs)]
-            with pool_file.open("a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in new)
-            have += new
-            console.print(f"{bp.name}: pool {len(have)}/{args.pool} ({sum(r['verdict'] == 'pass' for r in have)} pass; "
-                          f"{time.monotonic() - t:.0f} s)")
-        have = have[: args.pool]
-        refs = [r for r in have if r["verdict"] == "pass" and r["tokens"]][: args.refs]
-        fails = [r for r in have if r["verdict"] == "fail" and r["tokens"]]
-        rounds = [fails[i * args.round_n:(i + 1) * args.round_n] for i in range(args.rounds)]
-        rounds = [r for r in rounds if len(r) == args.round_n]
-        if not refs or not rounds:
-            console.print(f"[yellow]{bp.name}: skipped ({len(refs)} passing, {len(fails)} failing in the pool)[/]")
-            continue
-        data[bp.name] = (bp, prompt_ids, refs, rounds)
+    data = build_rounds(deps, problems, pool=args.pool, rounds=args.rounds, round_n=args.round_n, refs=args.refs,
+                        temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                        set_name=args.set, console=console)
 
     seq_logp = deps.trainer.sequence_logprobs
 
