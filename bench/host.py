@@ -1,7 +1,8 @@
 """Which machine timed a benchmark run. Each record carries it so a report can say when its
 seconds axis compares runs timed on different machines: baselines imported with
-`--baselines-from` were timed wherever that run was, and training on a CPU without native
-bf16 is several times slower (DESIGN §4). Attempts and tokens do not depend on the machine."""
+`--baselines-from` were timed wherever that run was, and the training dtype changes training
+time 2x or more (service.runtime.auto_dtype_name). Attempts and tokens do not depend on the
+machine; kept updates can depend on the dtype (bench/results/dtype_check.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from service.runtime import cpu_has_native_bf16
+from service.runtime import auto_dtype_name
+from service.settings import get_settings
 
 
 def cpu_model() -> str:
@@ -26,13 +28,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
 @lru_cache
 def host_label() -> str:
-    """E.g. 'AMD EPYC 9R14 96-Core Processor, 2 CPUs, fp32 CPU training' or '..., GPU NVIDIA H200'."""
+    """E.g. 'AMD EPYC 9R14 96-Core Processor, 2 CPUs, fp32 CPU training' or '..., GPU NVIDIA H200'.
+    The dtype is the one this process trains in (`TTA_DTYPE`, resolved as the trainer does)."""
     parts = [cpu_model(), f"{os.cpu_count()} CPUs"]
     torch = sys.modules.get("torch")  # only when the run loaded it: never import torch just for a label
     if torch is not None and torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")
     else:
-        parts.append("bf16 CPU training" if cpu_has_native_bf16() else "fp32 CPU training")
+        setting = get_settings().dtype
+        dtype = auto_dtype_name("cpu") if setting == "auto" else setting
+        parts.append(f"{SHORT.get(dtype, dtype)} CPU training")
     return ", ".join(parts)

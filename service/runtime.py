@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service.models import ResolvedModel, resolve_model
@@ -19,15 +17,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@lru_cache
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (AVX-512-BF16 or AMX). Without them
-    torch emulates bf16 and training is several times slower than fp32 (DESIGN §4)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+def auto_dtype_name(device_type: str) -> str:
+    """What `TTA_DTYPE=auto` trains in: bf16 on a GPU, fp32 on a CPU.
+
+    Not bf16 on CPUs that compute it natively (AVX-512-BF16, AMX), though training there is
+    1.9-2.2x faster in bf16: every layer's output, LoRA delta included, is then rounded to 8
+    bits of mantissa, which moved a round's measured divergence by 1.1e-4 to 5.4e-4 nats,
+    far more than the changes the trainer's guard decides on. Measured on the dev split
+    (bench/results/dtype_check.md, 4 rounds): the gradients agree (cosine 0.997-0.999), but
+    the bf16 guard kept an update it read as a 4e-6 decrease which, read in fp32, raised the
+    divergence by 1.8e-4; in fp32 the guard kept none of those updates.
+    On a CPU without native bf16, bf16 is emulated and at least 4x slower (DESIGN §4)."""
+    return "bfloat16" if device_type == "cuda" else "float32"
 
 
 def pick_device(setting: str) -> torch.device:
@@ -41,11 +42,7 @@ def pick_device(setting: str) -> torch.device:
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
     import torch
 
-    if setting != "auto":
-        return getattr(torch, setting)
-    if device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return getattr(torch, auto_dtype_name(device.type) if setting == "auto" else setting)
 
 
 @dataclass
