@@ -73,15 +73,10 @@ def header(host: str, model: str, set_name: str) -> str:
 
 
 def main() -> None:  # pragma: no cover - needs the model; exercised by running it
+    from bench.sweep import add_round_args
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", default="humaneval-edge-dev")
-    ap.add_argument("--pool", type=int, default=48)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--round-n", type=int, default=8)
-    ap.add_argument("--refs", type=int, default=12)
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=int, default=384)
-    ap.add_argument("--seed", type=int, default=0)
+    add_round_args(ap)
     ap.add_argument("--out", type=Path, default=Path("bench/results/dtype_check.jsonl"))
     ap.add_argument("--table", type=Path, default=Path("bench/results/dtype_check.md"))
     ap.add_argument("--report", action="store_true", help="only rewrite --table from the rows in --out")

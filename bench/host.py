@@ -12,7 +12,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from service.runtime import auto_dtype_name
+from service.runtime import dtype_name
 from service.settings import get_settings
 
 
@@ -40,7 +40,6 @@ def host_label() -> str:
     if torch is not None and torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name(0)}")
     else:
-        setting = get_settings().dtype
-        dtype = auto_dtype_name("cpu") if setting == "auto" else setting
+        dtype = dtype_name(get_settings().dtype, "cpu")
         parts.append(f"{SHORT.get(dtype, dtype)} CPU training")
     return ", ".join(parts)

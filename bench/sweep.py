@@ -148,6 +148,18 @@ def table_from_rows(rows: list[dict[str, Any]], header: str) -> str:
     return markdown([(c, summarise(rs)) for c, rs in by.items()], header)
 
 
+def add_round_args(ap: argparse.ArgumentParser) -> None:
+    """The options `build_rounds` takes: the set, its base pool and how it is split."""
+    ap.add_argument("--set", default="humaneval-edge-dev")
+    ap.add_argument("--pool", type=int, default=48, help="base attempts sampled per problem (cached)")
+    ap.add_argument("--rounds", type=int, default=2, help="all-failed rounds per problem")
+    ap.add_argument("--round-n", type=int, default=8)
+    ap.add_argument("--refs", type=int, default=12, help="passing references per problem (at most)")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--max-new-tokens", type=int, default=384)
+    ap.add_argument("--seed", type=int, default=0)
+
+
 def build_rounds(deps, problems, *, pool: int, rounds: int, round_n: int, refs: int, temperature: float,
                  max_new_tokens: int, seed: int, set_name: str, console) -> dict[str, tuple]:  # pragma: no cover - needs the model
     """Per problem, `pool` base attempts (sampled once, cached under bench/runs/sweep-*/pool.jsonl),
@@ -233,16 +245,9 @@ def teacher_check(data, deps, args) -> None:  # pragma: no cover - needs the mod
 
 def main() -> None:  # pragma: no cover - needs the model; exercised by running it
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", default="humaneval-edge-dev")
+    add_round_args(ap)
     ap.add_argument("--config", action="append", default=None, help="SDPO overrides, e.g. lr=3e-4,steps=8 (repeatable)")
     ap.add_argument("--problems", default=None, help="comma-separated names: only these problems of the set")
-    ap.add_argument("--pool", type=int, default=48, help="base attempts sampled per problem (cached)")
-    ap.add_argument("--rounds", type=int, default=2, help="all-failed rounds per problem")
-    ap.add_argument("--round-n", type=int, default=8)
-    ap.add_argument("--refs", type=int, default=12, help="passing references per problem (at most)")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--max-new-tokens", type=int, default=384)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench/results/sdpo_sweep.jsonl"))
     ap.add_argument("--table", type=Path, default=Path("bench/results/sdpo_sweep.md"))
     ap.add_argument("--report", action="store_true", help="only rewrite --table from the rows in --out")

@@ -31,6 +31,11 @@ def auto_dtype_name(device_type: str) -> str:
     return "bfloat16" if device_type == "cuda" else "float32"
 
 
+def dtype_name(setting: str, device_type: str) -> str:
+    """`TTA_DTYPE` resolved for a device, without importing torch (bench host labels use it)."""
+    return auto_dtype_name(device_type) if setting == "auto" else setting
+
+
 def pick_device(setting: str) -> torch.device:
     import torch
 
@@ -42,7 +47,7 @@ def pick_device(setting: str) -> torch.device:
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
     import torch
 
-    return getattr(torch, auto_dtype_name(device.type) if setting == "auto" else setting)
+    return getattr(torch, dtype_name(setting, device.type))
 
 
 @dataclass
