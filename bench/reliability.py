@@ -53,7 +53,7 @@ def _checked(fn, *args, **kwargs) -> dict:
         ok, why = True, ""
     except AssertionError as exc:
         seen, ok, why = {}, False, str(exc)[:1500]
-    except Exception as exc:  # a scenario that could not run is a failure too, with its trace
+    except Exception:  # a scenario that could not run is a failure too, with its trace
         seen, ok, why = {}, False, traceback.format_exc()[-1500:]
     return {"held": ok, "why": why, "seconds": round(time.monotonic() - t, 1), **seen}
 
