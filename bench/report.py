@@ -113,8 +113,9 @@ def render(summary: dict[str, Any], console: Console) -> None:
     if note := mixed_hosts_note(summary):
         console.print(f"[yellow]{note}[/]", highlight=False)
     for st, tr in summary.get("training", {}).items():
-        console.print(f"{st}: trained after {tr['rounds_trained']} failed rounds, kept {tr['steps_kept']} updates; "
-                      f"{tr['rounds_no_step_kept']} rounds kept none", highlight=False)
+        kept = tr['rounds_trained'] - tr['rounds_no_step_kept']
+        console.print(f"{st}: trained after {tr['rounds_trained']} failed rounds; {kept} kept an update "
+                      f"({tr['steps_kept']} steps in all), {tr['rounds_no_step_kept']} kept none", highlight=False)
 
 
 def mixed_hosts_note(summary: dict[str, Any]) -> str | None:
@@ -168,8 +169,10 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {st} | {ph['generate_s']:.0f} | {ph['verify_s']:.0f} | {ph['train_s']:.0f} | "
                      f"{ph['generate_frac']:.0%}/{ph['verify_frac']:.0%}/{ph['train_frac']:.0%} |")
     for st, tr in summary.get("training", {}).items():
-        lines += ["", f"{st} trained after {tr['rounds_trained']} failed rounds and kept {tr['steps_kept']} updates; "
-                  f"{tr['rounds_no_step_kept']} of those rounds kept none (the next round then samples as best_of_k)."]
+        kept = tr['rounds_trained'] - tr['rounds_no_step_kept']
+        lines += ["", f"{st} trained after {tr['rounds_trained']} failed rounds; {kept} of them kept an update "
+                  f"({tr['steps_kept']} gradient steps in all) and {tr['rounds_no_step_kept']} kept none "
+                  "(the next round then samples as best_of_k)."]
     if note := mixed_hosts_note(summary):
         lines += ["", f"**{note}**"]
     lines += ["", "| problem | " + " | ".join(f"{st} solved (attempts)" for st in summary["strategies"]) + " |",
