@@ -163,6 +163,13 @@ def _differences(then: dict[str, Any], now: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in keys)
 
 
+def joined_set(then: str, now: str) -> str:
+    """The set spec a run directory records when resumed with another --set: "then+now",
+    each part once, which `bench.sets.load_set` loads back in that order."""
+    parts = [p for p in then.split("+") if p]
+    return "+".join(parts + [p for p in now.split("+") if p and p not in parts])
+
+
 def prepare_run_dir(run_dir: Path, cfg: BenchConfig) -> None:
     """Create RUN_DIR with config.json, or check a resumed one against it. Strategies, seeds
     and problems recorded earlier are merged in (they only add keys)."""
@@ -183,7 +190,7 @@ def prepare_run_dir(run_dir: Path, cfg: BenchConfig) -> None:
         cfg = cfg.model_copy(update={
             "strategies": list(dict.fromkeys(old.strategies + cfg.strategies)),
             "seeds": sorted(set(old.seeds) | set(cfg.seeds)),
-            "set": cfg.set if cfg.set == old.set else f"{old.set}+{cfg.set}",
+            "set": joined_set(old.set, cfg.set),
         })
     cfg = cfg.model_copy(update={"sdpo_resolved": cfg.resolved()})
     tmp = path.with_suffix(".tmp")

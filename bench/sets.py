@@ -14,6 +14,8 @@ and a validated `ProblemFile`).
     lcb:PATH           a LiveCodeBench-format .json/.jsonl file (bench/livecodebench.py)
     PATH               a problem file (.yaml/.yml/.json), a directory of them, or a .jsonl of
                        problem-file mappings or of LiveCodeBench records (detected by field)
+    A+B                the problems of A, then those of B not already in A (what a run directory
+                       records when it is resumed with another --set)
 
 Only the question and the verifier of a problem are used: the benchmark runs every problem
 at its own sampling, budget and SDPO settings, so that all problems and strategies share one
@@ -216,6 +218,18 @@ def humaneval_edge_split(split: str, rates_file: Path = RATES_FILE) -> list[Benc
 
 def load_set(spec: str) -> list[BenchProblem]:
     """A problem set by name or path (see the module docstring). Raises SetError."""
+    if "+" in spec and not Path(spec).exists():
+        # A run directory resumed with another --set records "old+new" (bench/runner.py), so
+        # that recorded spec must load again: the parts in order, each problem once.
+        joined: dict[str, BenchProblem] = {}
+        for part in filter(None, (p.strip() for p in spec.split("+"))):
+            for bp in _load_one(part):
+                joined.setdefault(bp.name, bp)
+        return list(joined.values())
+    return _load_one(spec)
+
+
+def _load_one(spec: str) -> list[BenchProblem]:
     from service.errors import TTAError
 
     try:

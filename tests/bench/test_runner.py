@@ -115,6 +115,17 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert saved["seeds"] == [0, 1]
 
 
+def test_resume_with_another_set_records_a_spec_that_loads_back(tmp_path):
+    from bench.sets import load_set
+
+    runner.run(problems("a"), cfg(set="quick", seeds=[0]), tmp_path, FakeSolve())
+    runner.run(problems("b"), cfg(set="examples", seeds=[0]), tmp_path, FakeSolve())
+    runner.run(problems("b"), cfg(set="examples", seeds=[0]), tmp_path, FakeSolve())
+    recorded = json.loads((tmp_path / "config.json").read_text())["set"]
+    assert recorded == "quick+examples"  # each part once, however often it is resumed
+    assert len(load_set(recorded)) == len(load_set("examples"))
+
+
 def test_resume_after_the_sdpo_defaults_changed_is_refused(tmp_path):
     runner.run(problems("a"), cfg(seeds=[0]), tmp_path, FakeSolve(), max_runs=1)
     path = tmp_path / "config.json"

@@ -87,6 +87,17 @@ def test_examples_and_quick_sets():
     assert [p.name for p in quick] == ["fibonacci-json", "match-parens (HumanEval/119)"]
 
 
+def test_joined_specs_load_each_problem_once_in_order():
+    quick, ex = load_set("quick"), load_set("examples")
+    joined = load_set("quick+examples")
+    assert [p.name for p in joined[:2]] == [p.name for p in quick]
+    assert sorted(p.name for p in joined) == sorted(p.name for p in ex)  # quick's are examples too
+    he = load_set("humaneval:HumanEval/2+humaneval:HumanEval/0,HumanEval/2")
+    assert [p.name for p in he] == ["HumanEval/2", "HumanEval/0"]
+    with pytest.raises(SetError, match="unknown problem set 'nope'"):
+        load_set("quick+nope")
+
+
 def test_humaneval_edge_without_rates_says_how_to_make_them(tmp_path):
     with pytest.raises(SetError, match="python -m bench.edge_scan"):
         sets.humaneval_edge_set(tmp_path / "absent.jsonl")
