@@ -24,6 +24,7 @@ runs whose status is `failed` (an internal error, not a verdict on the problem).
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -387,6 +388,12 @@ def summarize(records: Iterable[dict[str, Any]], k: int, strategies: Sequence[st
                  "attempts": [None if r.get("solved_attempt") is None else r["solved_attempt"] + 1
                               for r in paired.records[st][i]]}
             for st in paired.strategies}
-        for i, p in enumerate(paired.problems)
+        for i, p in sorted(enumerate(paired.problems), key=lambda ip: natural_key(ip[1]))
     }
     return out
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sort key that puts HumanEval/41 before HumanEval/100 (for tables; the bootstrap keeps
+    its own order, so published intervals are reproduced exactly)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]

@@ -187,3 +187,11 @@ def test_runs_timed_on_different_machines_are_flagged():
     assert s["mixed_hosts"] is True
     assert s["hosts"]["best_of_k"] == {"unrecorded": 4}
     assert "seconds axis" in markdown({**s, "config": {}}) and "4 on unrecorded" in mixed_hosts_note(s)
+
+
+def test_per_problem_table_in_natural_order():
+    pattern = {st: {f"HumanEval/{i}": [0] for i in (100, 41, 9)} for st in ("sdpo", "best_of_k")}
+    s = metrics.summarize([{**r, "problem": r["problem"][:-1]} for r in records(pattern)], k=K, n_boot=50)
+    assert list(s["per_problem"]) == ["HumanEval/9", "HumanEval/41", "HumanEval/100"]
+    assert sorted(["HumanEval/100", "x2", "HumanEval/41", "x10"], key=metrics.natural_key) == [
+        "HumanEval/41", "HumanEval/100", "x2", "x10"]
