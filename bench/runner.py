@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.host import host_label
-from bench.sets import BenchProblem
+from bench.sets import BenchProblem, join_specs
 from service.schemas import SdpoOptions, SolveRequest, SolveResult
 
 STRATEGIES = ("sdpo", "best_of_k", "multi_turn")
@@ -163,13 +163,6 @@ def _differences(then: dict[str, Any], now: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {then.get(k)!r} there, {now.get(k)!r} now" for k in keys)
 
 
-def joined_set(then: str, now: str) -> str:
-    """The set spec a run directory records when resumed with another --set: "then+now",
-    each part once, which `bench.sets.load_set` loads back in that order."""
-    parts = [p for p in then.split("+") if p]
-    return "+".join(parts + [p for p in now.split("+") if p and p not in parts])
-
-
 def prepare_run_dir(run_dir: Path, cfg: BenchConfig) -> None:
     """Create RUN_DIR with config.json, or check a resumed one against it. Strategies, seeds
     and problems recorded earlier are merged in (they only add keys)."""
@@ -190,7 +183,7 @@ def prepare_run_dir(run_dir: Path, cfg: BenchConfig) -> None:
         cfg = cfg.model_copy(update={
             "strategies": list(dict.fromkeys(old.strategies + cfg.strategies)),
             "seeds": sorted(set(old.seeds) | set(cfg.seeds)),
-            "set": joined_set(old.set, cfg.set),
+            "set": join_specs(old.set, cfg.set),
         })
     cfg = cfg.model_copy(update={"sdpo_resolved": cfg.resolved()})
     tmp = path.with_suffix(".tmp")

@@ -216,17 +216,29 @@ def humaneval_edge_split(split: str, rates_file: Path = RATES_FILE) -> list[Benc
     return test
 
 
+def spec_parts(spec: str) -> list[str]:
+    """The parts of an "A+B" spec (an existing path is one part, whatever its name holds)."""
+    if Path(spec).exists():
+        return [spec]
+    return [p for p in (p.strip() for p in spec.split("+")) if p]
+
+
+def join_specs(then: str, now: str) -> str:
+    """The spec a run directory records when resumed with another --set: "then+now", each
+    part once, which `load_set` loads back in that order."""
+    parts = spec_parts(then)
+    return "+".join(parts + [p for p in spec_parts(now) if p not in parts])
+
+
 def load_set(spec: str) -> list[BenchProblem]:
     """A problem set by name or path (see the module docstring). Raises SetError."""
-    if "+" in spec and not Path(spec).exists():
-        # A run directory resumed with another --set records "old+new" (bench/runner.py), so
-        # that recorded spec must load again: the parts in order, each problem once.
-        joined: dict[str, BenchProblem] = {}
-        for part in filter(None, (p.strip() for p in spec.split("+"))):
-            for bp in _load_one(part):
-                joined.setdefault(bp.name, bp)
-        return list(joined.values())
-    return _load_one(spec)
+    # A run directory resumed with another --set records "old+new" (join_specs), so that
+    # recorded spec must load again: the parts in order, each problem once.
+    joined: dict[str, BenchProblem] = {}
+    for part in spec_parts(spec):
+        for bp in _load_one(part):
+            joined.setdefault(bp.name, bp)
+    return list(joined.values())
 
 
 def _load_one(spec: str) -> list[BenchProblem]:
