@@ -17,7 +17,7 @@ import re
 import struct
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -26,25 +26,22 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from adapters.options import LoraOptions
+
 SNAPSHOT_FORMAT = "tta-lora/1"
 
 
-@dataclass(frozen=True)
-class LoraSpec:
-    rank: int = 4  # the request default (service.schemas.LoraOptions)
-    alpha: int = 8
-    dropout: float = 0.0
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-    def peft_config(self) -> LoraConfig:
-        return LoraConfig(
-            r=self.rank,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=list(self.targets),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
+def peft_config(spec: LoraOptions) -> LoraConfig:
+    # No dropout: a round must be a pure function of (weights, round data) so that a resumed
+    # job continues exactly, and dropout would draw random masks at every step.
+    return LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=0.0,
+        target_modules=list(spec.targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 @dataclass
@@ -53,7 +50,7 @@ class Adapter:
     adapters (llama.cpp, vLLM) must key on (name, version), never on name alone."""
 
     name: str
-    spec: LoraSpec
+    spec: LoraOptions
     version: int = 0
     ema: dict[str, torch.Tensor] = field(default_factory=dict)  # teacher weights, same keys
 
@@ -73,7 +70,7 @@ class AdapterPool:
         self.lock = threading.RLock()
 
     # -- creation and deletion -------------------------------------------------------
-    def create(self, job_id: str, spec: LoraSpec, seed: int = 0) -> Adapter:
+    def create(self, job_id: str, spec: LoraOptions, seed: int = 0) -> Adapter:
         name = adapter_name(job_id)
         if name in self.adapters:
             raise ValueError(f"adapter for job {job_id!r} already exists")
@@ -81,9 +78,9 @@ class AdapterPool:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             if self.model is None:
-                self.model = get_peft_model(self.base, spec.peft_config(), adapter_name=name)
+                self.model = get_peft_model(self.base, peft_config(spec), adapter_name=name)
             else:
-                self.model.add_adapter(name, spec.peft_config())
+                self.model.add_adapter(name, peft_config(spec))
         adapter = Adapter(name=name, spec=spec)
         self.adapters[name] = adapter
         adapter.ema = {k: v.detach().clone() for k, v in self.weights(adapter).items()}
@@ -158,7 +155,7 @@ class AdapterPool:
             tensors["ema::" + n.replace(f".{adapter.name}.", ".")] = t.to(torch.float32).contiguous()
         meta = {
             "format": SNAPSHOT_FORMAT,
-            "lora": json.dumps(asdict(adapter.spec)),
+            "lora": adapter.spec.model_dump_json(),
             "version": str(adapter.version),
         }
         return st_save(tensors, metadata=meta)
@@ -166,7 +163,9 @@ class AdapterPool:
     def restore(self, job_id: str, blob: bytes) -> Adapter:
         """Recreate a job's adapter from `snapshot` bytes (replacing any existing one)."""
         meta, tensors = read_snapshot(blob)
-        spec = LoraSpec(**{**meta["lora"], "targets": tuple(meta["lora"]["targets"])})
+        # Snapshots written before the LoRA settings became LoraOptions also record dropout,
+        # which was always 0.0.
+        spec = LoraOptions.model_validate({k: v for k, v in meta["lora"].items() if k != "dropout"})
         name = adapter_name(job_id)
         if name in self.adapters:
             self.delete(self.adapters[name])

@@ -1,4 +1,4 @@
-"""The SDPO distillation loss: pure functions of log-probabilities, logits and masks.
+"""The SDPO distillation loss: pure functions of log-probabilities.
 
 Student: pi_theta(. | x, y_<t), the model with the request's LoRA on its own attempt y.
 Teacher: sg[pi(. | x, f, y_<t)], the same model shown the verifier's feedback f, scoring
@@ -6,34 +6,26 @@ the same tokens y. The loss pulls the student's next-token distribution toward t
 teacher's at every response position (Huebotter et al., 2026, "Reinforcement Learning
 via Self-Distillation"; the knobs mirror their reference configuration).
 
-Conventions: all log-probabilities are natural-log, computed in float32; `mask` is 1.0 at
-response tokens and 0.0 at prompt and padding positions; "per-token" tensors have the
-shape of `mask`. Nothing here touches a model: the trainer feeds these functions.
+`per_token_loss` is the loss the service runs (the trainer sums it over a round's response
+tokens and divides by their count); the functions above it are its parts. The knobs it reads
+are `adapters.options.SdpoOptions`.
+
+Conventions: all log-probabilities are natural-log, computed in float32; "per-token"
+tensors have the shape of `tokens`, one entry per response position. Nothing here touches a
+model: the trainer feeds these functions.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
+
+from adapters.options import SdpoOptions
 
 # log(1 - sum p) is undefined when the top-k already hold all the mass (k = vocabulary);
 # capping the log-sum just below 0 gives the tail a vanishing, finite probability.
 _TAIL_LOGSUM_CAP = -1e-7
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """How the divergence is computed (see SdpoConfig in service/schemas.py for docs)."""
-
-    alpha: float = 0.5  # 0 = forward KL(T||S), 1 = reverse KL(S||T), between = generalised JSD
-    top_k: int | None = 100  # None = the whole vocabulary
-    add_tail: bool = True  # top-k plus one bucket for the remaining mass
-    token_level: bool = False  # reverse-KL estimate on the sampled tokens only
-    negative_only: bool = False  # token-level: only push down tokens the teacher likes less
-    is_clip: float | None = 2.0  # clip of the importance ratio pi_theta / pi_sampling
 
 
 def kl(p_log: torch.Tensor, q_log: torch.Tensor) -> torch.Tensor:
@@ -66,22 +58,15 @@ def with_tail(topk_log: torch.Tensor) -> torch.Tensor:
     return torch.cat([topk_log, torch.log(-torch.expm1(logsum))], dim=-1)
 
 
-def renormalised(topk_log: torch.Tensor) -> torch.Tensor:
-    return topk_log - torch.logsumexp(topk_log, dim=-1, keepdim=True)
-
-
 def student_topk(student_log: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the student's k most likely tokens (the reference distils on the
     student's support, so the teacher is read at the same indices)."""
     return student_log.detach().topk(min(k, student_log.shape[-1]), dim=-1).indices
 
 
-def topk_divergence(
-    student_topk_log: torch.Tensor, teacher_topk_log: torch.Tensor, alpha: float, add_tail: bool
-) -> torch.Tensor:
-    """Divergence restricted to k entries (both tensors gathered at the same indices)."""
-    fix = with_tail if add_tail else renormalised
-    return divergence(fix(student_topk_log), fix(teacher_topk_log), alpha)
+def topk_divergence(student_topk_log: torch.Tensor, teacher_topk_log: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Divergence over k entries plus the tail bucket (both tensors gathered at the same indices)."""
+    return divergence(with_tail(student_topk_log), with_tail(teacher_topk_log), alpha)
 
 
 def token_level_loss(
@@ -90,7 +75,8 @@ def token_level_loss(
     """Reverse KL estimated on the sampled tokens: sg(log pi_s - log pi_t) * log pi_s.
 
     Its gradient is the score-function (REINFORCE) estimate of grad KL(S || T) on tokens
-    sampled from the student; its value is not a divergence (report `token_log_ratio`).
+    sampled from the student; its value is not a divergence (the trainer monitors the
+    log-ratio instead, see `per_token_loss`).
 
     `negative_only` keeps the positive log-ratios only: a failed attempt's tokens that the
     teacher (shown the feedback) finds less likely than the student does are pushed down, and
@@ -113,35 +99,35 @@ def importance_weights(
     return log_ratio.exp().clamp(max=clip)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over response tokens: prompt and padding (mask 0) contribute nothing."""
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
 # Given indices [..., m] (or None for the whole vocabulary), the teacher's log-probabilities
 # there. A lookup rather than a tensor lets the trainer avoid materialising the teacher's
 # full [tokens, vocab] logits: it reads only the k rows of the output layer it needs.
 TeacherLookup = Callable[[torch.Tensor | None], torch.Tensor]
 
 
-def per_token_loss_lookup(
+def per_token_loss(
     student_log: torch.Tensor,
     teacher_at: TeacherLookup,
     tokens: torch.Tensor,
-    cfg: LossConfig,
+    opts: SdpoOptions,
     sampling_tok_log: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token SDPO loss from the student's log-probabilities `[..., V]`.
+    """The SDPO loss at each response position: what the trainer runs, and what the tests check.
 
-    `tokens [...]` are the attempt's tokens y_t (what each position predicts).
+    `student_log [..., V]` are the student's log-probabilities, `tokens [...]` the attempt's
+    tokens y_t (what each position predicts), `sampling_tok_log [...]` the log-probabilities
+    of those tokens under the adapter the round started from (None: no importance ratio).
+    Every position is computed from its own inputs only, so the caller passes response
+    positions alone and prompt and padding never enter the loss.
+
     Returns (loss, divergence, student token log-probs): the loss carries gradients to
     `student_log` only; the divergence is the detached value we monitor (KL/JSD, or the
     log-ratio for the token-level variant); the token log-probs are detached.
     """
     s_tok = student_log.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    if cfg.token_level:
+    if opts.token_level:
         t_tok = teacher_at(tokens.unsqueeze(-1)).squeeze(-1).detach()
-        loss = token_level_loss(s_tok, t_tok, cfg.negative_only)
+        loss = token_level_loss(s_tok, t_tok, opts.negative_only)
         # Monitored: the mean log-ratio, not 1/2 (log pi_s - log pi_t)^2 (the function this
         # gradient descends). Backtracking keeps an update only if the monitor falls, so this
         # makes it a guard: an update must make the failed attempts less likely relative to
@@ -151,45 +137,15 @@ def per_token_loss_lookup(
         # rounds training to the squared objective cut the passing programs' probability to
         # 0.26x and 0.13x; the guard left it at 1.00x.
         div = (s_tok - t_tok).detach()
-        if cfg.negative_only:
+        if opts.negative_only:
             div = div.clamp(min=0.0)
     else:
-        if cfg.top_k is None:
-            loss = divergence(student_log, teacher_at(None).detach(), cfg.alpha)
+        if opts.top_k is None:
+            loss = divergence(student_log, teacher_at(None).detach(), opts.alpha)
         else:
-            idx = student_topk(student_log, cfg.top_k)
-            loss = topk_divergence(student_log.gather(-1, idx), teacher_at(idx).detach(), cfg.alpha, cfg.add_tail)
+            idx = student_topk(student_log, opts.top_k)
+            loss = topk_divergence(student_log.gather(-1, idx), teacher_at(idx).detach(), opts.alpha)
         div = loss.detach()
-    if cfg.is_clip is not None and sampling_tok_log is not None:
-        loss = loss * importance_weights(s_tok, sampling_tok_log, cfg.is_clip)
+    if opts.is_clip is not None and sampling_tok_log is not None:
+        loss = loss * importance_weights(s_tok, sampling_tok_log, opts.is_clip)
     return loss, div, s_tok.detach()
-
-
-def per_token_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    tokens: torch.Tensor,
-    cfg: LossConfig,
-    sampling_tok_log: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`per_token_loss_lookup` from full logits `[..., V]` at response positions."""
-    s_log = F.log_softmax(student_logits.float(), dim=-1)
-    t_log = F.log_softmax(teacher_logits.float(), dim=-1).detach()
-    loss, div, _ = per_token_loss_lookup(
-        s_log, lambda idx: t_log if idx is None else t_log.gather(-1, idx), tokens, cfg, sampling_tok_log
-    )
-    return loss, div
-
-
-def sdpo_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    tokens: torch.Tensor,
-    mask: torch.Tensor,
-    cfg: LossConfig = LossConfig(),
-    sampling_tok_log: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scalar SDPO loss (mean over response tokens) and the mean monitored divergence."""
-    loss, div = per_token_loss(student_logits, teacher_logits, tokens, cfg, sampling_tok_log)
-    mask = mask.to(loss.dtype)
-    return masked_mean(loss, mask), masked_mean(div, mask)

@@ -16,6 +16,14 @@ student's change, and fixing it saves a teacher forward pass per step.
 A fresh optimiser per round makes a round a pure function of (adapter weights, round
 data), so a job resumed from a stored snapshot continues exactly.
 
+The importance ratio (`is_clip`) is taken against the adapter as the round started, read
+from the round's first pass: for this round's attempts that is the policy that sampled them;
+for attempts replayed from earlier rounds (`replay_rounds`) it is not, and the clip then
+bounds how far the round's steps move from where they started. The engines' sampling
+log-probabilities would be the exact reference for those, but they are not comparable token
+for token with the trainer's scores: they are taken at the sampling temperature and, on
+llama.cpp, from the Q4 weights rather than the trainer's dequantized fp32 model.
+
 Steps backtrack. Each pass measures the divergence at the current weights; when an update
 made it worse, the update is undone and redone from the same point (same gradient, same
 optimiser state) at half the step size. Adam's first steps are sign-like (every coordinate
@@ -40,7 +48,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from adapters.lifecycle import Adapter, AdapterPool
-from adapters.sdpo import LossConfig, per_token_loss_lookup
+from adapters.options import SdpoOptions
+from adapters.sdpo import per_token_loss
 
 
 @dataclass(frozen=True)
@@ -52,19 +61,12 @@ class DistillSample:
     response: list[int]  # the attempt's sampled tokens
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 4
-    lr: float = 1e-4
-    loss: LossConfig = LossConfig()
-    teacher_ema: float = 0.05
-    micro_batch: int = 4
-    max_grad_norm: float = 1.0
-    chunk_tokens: int = 256
-    # Give up on the round (keeping the best weights seen) once backtracking has shrunk the
-    # step below lr * min_lr_frac: no useful step is left at that scale.
-    min_lr_frac: float = 1 / 16
-    measure_after: bool = True
+# Response positions per chunk of student logits: one [chunk, vocab] fp32 tensor is alive at a
+# time (256 x 151,936 x 4 bytes = 156 MB on the default model).
+CHUNK_TOKENS = 256
+# Give up on the round (keeping the best weights seen) once backtracking has shrunk the step
+# below lr * MIN_LR_FRAC: no useful step is left at that scale.
+MIN_LR_FRAC = 1 / 16
 
 
 @dataclass
@@ -148,9 +150,10 @@ class SDPOTrainer:
 
     @torch.no_grad()
     def sequence_logprobs(self, adapter: Adapter | None, prompt: list[int], responses: list[list[int]],
-                          micro_batch: int = 4, chunk_tokens: int = 256) -> list[float]:
+                          micro_batch: int | None = None) -> list[float]:
         """log p(response | prompt) per response, summed over its tokens, under `adapter`
         (None: the base model). For measuring what a round of training did."""
+        micro_batch = micro_batch or SdpoOptions().micro_batch
         out: list[float] = []
         ctx = self.pool.base_only() if adapter is None else contextlib.nullcontext()
         if adapter is not None:
@@ -161,22 +164,22 @@ class SDPOTrainer:
                 h = self._hidden([prompt] * len(chunk), chunk)
                 toks = torch.tensor([t for r in chunk for t in r], device=h.device)
                 lp = torch.cat([F.log_softmax(self._logits(hc), -1).gather(-1, tc[:, None])[:, 0]
-                                for hc, tc in zip(h.split(chunk_tokens), toks.split(chunk_tokens))])
+                                for hc, tc in zip(h.split(CHUNK_TOKENS), toks.split(CHUNK_TOKENS))])
                 for part in lp.split([len(r) for r in chunk]):
                     out.append(float(part.sum()))
         return out
 
     # -- teacher ---------------------------------------------------------------------------
     @torch.no_grad()
-    def teacher_cache(self, adapter: Adapter, samples: list[DistillSample], cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    def teacher_cache(self, adapter: Adapter, samples: list[DistillSample], opts: SdpoOptions) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher hidden states [N, H] and log-normalisers [N] at response positions."""
         self.pool.activate(adapter)
         hs = []
         with self.pool.ema_weights(adapter):
-            for _, chunk in self._micro(samples, cfg.micro_batch):
+            for _, chunk in self._micro(samples, opts.micro_batch):
                 hs.append(self._hidden([s.teacher_prompt for s in chunk], [s.response for s in chunk]).float())
         h = torch.cat(hs)
-        lse = torch.cat([torch.logsumexp(self._logits(c).float(), -1) for c in h.split(cfg.chunk_tokens)])
+        lse = torch.cat([torch.logsumexp(self._logits(c).float(), -1) for c in h.split(CHUNK_TOKENS)])
         return h, lse
 
     # -- student ---------------------------------------------------------------------------
@@ -187,7 +190,7 @@ class SDPOTrainer:
         lse_t: torch.Tensor,
         toks: torch.Tensor,
         old: torch.Tensor | None,
-        cfg: LossConfig,
+        opts: SdpoOptions,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s_log = F.log_softmax(self._logits(h_s).float(), dim=-1)
 
@@ -197,7 +200,7 @@ class SDPOTrainer:
                     return self._logits(h_t).float() - lse_t[:, None]
                 return self._rows_logits(h_t, idx).float() - lse_t[:, None]
 
-        loss, div, s_tok = per_token_loss_lookup(s_log, teacher_at, toks, cfg, old)
+        loss, div, s_tok = per_token_loss(s_log, teacher_at, toks, opts, old)
         return loss.sum(), div.sum(), s_tok
 
     def _pass(
@@ -207,7 +210,7 @@ class SDPOTrainer:
         packed: _Packed,
         teacher: tuple[torch.Tensor, torch.Tensor],
         old: torch.Tensor | None,
-        cfg: TrainConfig,
+        opts: SdpoOptions,
         backward: bool,
     ) -> tuple[float, torch.Tensor]:
         """One pass over the round's samples. Returns (mean divergence, token log-probs);
@@ -217,15 +220,15 @@ class SDPOTrainer:
         div_sum = 0.0
         s_toks = torch.empty(n_tok)
         self.pool.activate(adapter)
-        for off, chunk in self._micro(samples, cfg.micro_batch):
+        for off, chunk in self._micro(samples, opts.micro_batch):
             with torch.set_grad_enabled(backward):
                 h_s = self._hidden([s.student_prompt for s in chunk], [s.response for s in chunk])
                 total = h_s.new_zeros(())
-                for c0 in range(0, h_s.shape[0], cfg.chunk_tokens):
-                    c1 = min(c0 + cfg.chunk_tokens, h_s.shape[0])
+                for c0 in range(0, h_s.shape[0], CHUNK_TOKENS):
+                    c1 = min(c0 + CHUNK_TOKENS, h_s.shape[0])
                     g0, g1 = off + c0, off + c1
                     args = (h_s[c0:c1], h_t[g0:g1], lse_t[g0:g1], packed.tokens[g0:g1],
-                            None if old is None else old[g0:g1], cfg.loss)
+                            None if old is None else old[g0:g1], opts)
                     if backward:
                         loss, div, s_tok = checkpoint(self._chunk_loss, *args, use_reentrant=False)
                     else:
@@ -237,45 +240,45 @@ class SDPOTrainer:
                     (total / n_tok).backward()
         return div_sum / max(n_tok, 1), s_toks
 
-    def train_round(self, adapter: Adapter, samples: list[DistillSample], cfg: TrainConfig) -> TrainReport:
-        """Run `cfg.steps` SDPO updates on `adapter` over `samples`; keep the best weights."""
+    def train_round(self, adapter: Adapter, samples: list[DistillSample], opts: SdpoOptions) -> TrainReport:
+        """Run `opts.steps` SDPO updates on `adapter` over `samples`; keep the best weights."""
         report = TrainReport()
         samples = [s for s in samples if s.response]
-        if not samples or cfg.steps <= 0:
+        if not samples or opts.steps <= 0:
             return report
         packed = self._pack(samples)
         report.tokens = packed.tokens.numel()
 
         t0 = time.perf_counter()
-        teacher = self.teacher_cache(adapter, samples, cfg)
+        teacher = self.teacher_cache(adapter, samples, opts)
         report.teacher_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         params = list(self.pool.parameters(adapter).values())
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        lr = cfg.lr
+        opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
+        lr = opts.lr
         old: torch.Tensor | None = None
         best_div = math.inf
         point: dict | None = None  # the best weights, their clipped gradient and the optimiser state there
         accepted = 0
-        for step in range(cfg.steps):
+        for step in range(opts.steps):
             opt.zero_grad(set_to_none=True)
-            div, s_tok = self._pass(adapter, samples, packed, teacher, old, cfg, backward=True)
+            div, s_tok = self._pass(adapter, samples, packed, teacher, old, opts, backward=True)
             if old is None:
-                old = s_tok  # pi_sampling: the adapter as it sampled this round
+                old = s_tok  # the importance ratio's reference: the adapter as the round started
             report.step_divergence.append(div)
             if div <= best_div:  # the last update helped (or this is the start): step from here
                 if point is not None:
                     accepted += 1
                 best_div = div
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(params, opts.max_grad_norm)
                 point = {"weights": {n: t.clone() for n, t in self.pool.weights(adapter).items()},
                          "grads": [p.grad.clone() for p in params],
                          "opt": copy.deepcopy(opt.state_dict()), "accepted": accepted}
             else:  # it overshot: undo it, redo it from the same point at half the step
                 report.backtracks += 1
                 lr *= 0.5
-                if lr < cfg.lr * cfg.min_lr_frac:
+                if lr < opts.lr * MIN_LR_FRAC:
                     report.collapsed = True
                     break
                 assert point is not None
@@ -291,9 +294,9 @@ class SDPOTrainer:
         report.loss_before = report.step_divergence[0]
         report.final_lr = lr
         after = math.nan
-        if cfg.measure_after and not report.collapsed:
-            after, _ = self._pass(adapter, samples, packed, teacher, old, cfg, backward=False)
-        if not report.collapsed and (math.isnan(after) or after <= best_div):
+        if not report.collapsed:
+            after, _ = self._pass(adapter, samples, packed, teacher, old, opts, backward=False)
+        if not report.collapsed and after <= best_div:
             report.kept_step, report.loss_after = accepted + 1, after
         else:
             assert point is not None
@@ -301,7 +304,7 @@ class SDPOTrainer:
             report.kept_step, report.loss_after = point["accepted"], best_div
         # The teacher follows the kept student only: an undone update never reaches it.
         for _ in range(report.kept_step):
-            self.pool.update_ema(adapter, cfg.teacher_ema)
+            self.pool.update_ema(adapter, opts.teacher_ema)
         report.student_s = time.perf_counter() - t0
         adapter.version += 1
         return report

@@ -99,7 +99,6 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     from service.runtime import build_solver_deps, load_model
     from service.schemas import SolveRequest
     from service.settings import get_settings
-    from service.solver import lora_spec, train_config
 
     console = Console(stderr=True)
     settings = get_settings()
@@ -117,7 +116,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             if ri >= len(rounds):
                 continue
             req: SolveRequest = bp.problem
-            cfg = train_config(req)
+            cfg = req.sdpo
             samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"]), r["tokens"])
                        for r in rounds[ri]]
             ref_toks = [r["tokens"] for r in refs]
@@ -127,7 +126,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             grads, trained = {}, {}
             for d in DTYPES:
                 tr = trainers[d]
-                a = tr.pool.create("dtype-check", lora_spec(req), seed=args.seed)
+                a = tr.pool.create("dtype-check", req.sdpo.lora, seed=args.seed)
                 # first-step gradient, measured apart from train_round (which does not expose it)
                 packed = tr._pack(samples)
                 teacher = tr.teacher_cache(a, samples, cfg)
@@ -144,7 +143,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
                 tr.pool.delete(a)
             row["grad_cosine"] = cosine(grads["bfloat16"], grads["float32"])
             # score both trained adapters on the fp32 model, against the start-of-round teacher
-            a = tr32.pool.create("dtype-check", lora_spec(req), seed=args.seed)
+            a = tr32.pool.create("dtype-check", req.sdpo.lora, seed=args.seed)
             packed = tr32._pack(samples)
             teacher = tr32.teacher_cache(a, samples, cfg)
             with torch.no_grad():

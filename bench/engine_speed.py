@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/engine_speed.json"))
     args = ap.parse_args()
 
-    from adapters.lifecycle import AdapterPool, LoraSpec
+    from adapters.lifecycle import AdapterPool
+    from adapters.options import LoraOptions
     from service import prompts
     from service.engines.base import SamplingParams
     from service.engines.llamacpp import LlamaCppEngine
@@ -114,7 +115,7 @@ def main() -> None:
     llama_rows(None, "none")
     handoff = {}
     for label, targets in (("attention", ATTN), ("all-linear", ALL7)):
-        a = pool.create(f"bench-{label}", LoraSpec(rank=args.rank, alpha=2 * args.rank, targets=targets))
+        a = pool.create(f"bench-{label}", LoraOptions(rank=args.rank, alpha=2 * args.rank, targets=targets))
         perturb(pool, a, 0.01, seed=0)
         llama_rows(a, label)
         convert, first, first_same = [], [], []

@@ -46,7 +46,6 @@ def main() -> None:
     from service.problem_file import load_problem_file
     from service.runtime import build_solver_deps
     from service.settings import get_settings
-    from service.solver import lora_spec, train_config
 
     console = Console()
     pf = load_problem_file(args.problem)
@@ -81,7 +80,7 @@ def main() -> None:
         before = sum(v.verdict == "pass" for v in vs)
         console.print(f"before: {before}/{args.samples}")
 
-    adapter = deps.pool.create("probe", lora_spec(req), seed=args.seed)
+    adapter = deps.pool.create("probe", req.sdpo.lora, seed=args.seed)
     outs, vs = sample(adapter, args.round_n, args.seed)
     passing = [o.text for o, v in zip(outs, vs) if v.verdict == "pass"]
     samples = []
@@ -93,7 +92,7 @@ def main() -> None:
     console.print(f"round: {len(passing)}/{args.round_n} passed; distilling {len(samples)} failures "
                   f"({'teacher shown a passing sibling' if passing else 'feedback-only teacher'})")
     t = time.monotonic()
-    rep = deps.trainer.train_round(adapter, samples, train_config(req))
+    rep = deps.trainer.train_round(adapter, samples, req.sdpo)
     train_s = time.monotonic() - t
     console.print(f"divergence per step: {[round(x, 4) for x in rep.step_divergence]} -> after {rep.loss_after:.4f} "
                   f"(kept step {rep.kept_step}, collapsed={rep.collapsed}; {train_s:.0f} s)")

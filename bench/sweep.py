@@ -271,7 +271,6 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     from service import prompts
     from service.runtime import build_solver_deps
     from service.settings import get_settings
-    from service.solver import lora_spec, train_config
 
     console = Console(stderr=True)
     settings = get_settings()
@@ -326,10 +325,10 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             opts = SdpoOptions.model_validate(merged(SdpoOptions().model_dump(), over))
             req = bp.problem.model_copy(update={"sdpo": opts})
             prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
-            adapter = deps.pool.create(f"sweep-{ri}", lora_spec(req), seed=args.seed)
+            adapter = deps.pool.create(f"sweep-{ri}", req.sdpo.lora, seed=args.seed)
             samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"]), r["tokens"]) for r in rnd]
             t = time.monotonic()
-            rep = deps.trainer.train_round(adapter, samples, train_config(req))
+            rep = deps.trainer.train_round(adapter, samples, req.sdpo)
             train_s = time.monotonic() - t
             lp_refs = seq_logp(adapter, pid, [r["tokens"] for r in refs])
             lp_rounds = [seq_logp(adapter, pid, [r["tokens"] for r in other]) for other in rounds]

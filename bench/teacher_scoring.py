@@ -45,13 +45,12 @@ def main() -> None:
     import torch.nn.functional as F
     from rich.console import Console
 
-    from adapters.trainer import DistillSample, TrainConfig
+    from adapters.trainer import DistillSample
     from service import prompts
     from service.engines.base import SamplingParams
     from service.problem_file import load_problem_file
     from service.runtime import build_solver_deps
     from service.settings import get_settings
-    from service.solver import lora_spec
 
     console = Console()
     deps = build_solver_deps(get_settings())
@@ -75,8 +74,8 @@ def main() -> None:
                   f"{[len(s.teacher_prompt) + len(s.response) for s in samples]} tokens")
 
     trainer = deps.trainer
-    adapter = deps.pool.create("scoring", lora_spec(pf), seed=1)  # B = 0: the base model's outputs
-    cfg = TrainConfig()
+    adapter = deps.pool.create("scoring", pf.sdpo.lora, seed=1)  # B = 0: the base model's outputs
+    cfg = pf.sdpo
     t = time.perf_counter()
     h_t, lse_t = trainer.teacher_cache(adapter, samples, cfg)
     torch_s = time.perf_counter() - t

@@ -69,7 +69,8 @@ def main() -> None:
 
     import vllm
 
-    from adapters.lifecycle import AdapterPool, LoraSpec
+    from adapters.lifecycle import AdapterPool
+    from adapters.options import LoraOptions
     from service import prompts
     from service.engines.base import SamplingParams
     from service.engines.vllm import VLLMEngine
@@ -94,7 +95,7 @@ def main() -> None:
 
     try:
         call(None, one)  # warm-up
-        a = pool.create("bench-vllm", LoraSpec(rank=args.rank, alpha=2 * args.rank, targets=ALL7))
+        a = pool.create("bench-vllm", LoraOptions(rank=args.rank, alpha=2 * args.rank, targets=ALL7))
         versions = []
         for v in range(args.versions):
             perturb(pool, a, 0.01, seed=v)

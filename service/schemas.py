@@ -1,5 +1,6 @@
 """The public contract: what a client sends (problem files and HTTP bodies alike) and
-what a solve returns. Every field is documented here, where it is defined."""
+what a solve returns. Every field is documented where it is defined: here, and for the
+`sdpo` knobs in `adapters.options`, which the trainer reads as they are."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from adapters.options import SdpoOptions
 from sandbox.specs import VerifierSpec
 
 Strategy = Literal["sdpo", "best_of_k", "multi_turn"]
@@ -30,7 +32,7 @@ class Budget(_Model):
     max_attempts: int = Field(32, ge=1, le=4096, description="Sampled completions in total, all rounds.")
     max_rounds: int | None = Field(None, ge=1, le=1000, description="Rounds of generate -> verify (-> train).")
     deadline_s: float | None = Field(
-        None, gt=0, le=86_400, description="Wall-clock limit in seconds; checked between phases."
+        None, gt=0, le=86_400, description="Wall-clock limit in seconds; checked before each round."
     )
 
 
@@ -39,62 +41,6 @@ class Sampling(_Model):
     temperature: float = Field(1.0, ge=0.0, le=2.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     max_new_tokens: int = Field(512, ge=1, le=8192, description="Per attempt; longer answers are cut and marked.")
-
-
-class LoraOptions(_Model):
-    # Rank 4 since the dev-split sweep (bench/results/sdpo_sweep_token_level.md): the only
-    # setting whose pass-probability factor interval lay above 1x (1.15x, 1.04x-1.29x); rank 16
-    # gave 0.63x there. Same scale (alpha / rank = 2) as before.
-    rank: int = Field(4, ge=1, le=256, description="LoRA rank r.")
-    alpha: int = Field(8, ge=1, le=1024, description="LoRA scaling numerator (scale = alpha / rank).")
-    targets: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        min_length=1,
-        description="Names of the linear layers that carry the adapter.",
-    )
-
-
-class SdpoOptions(_Model):
-    steps: int = Field(4, ge=0, le=64, description="Gradient steps after each failed round.")
-    lr: float = Field(
-        1e-4, gt=0, le=1e-2,
-        description="AdamW learning rate (constant). 3e-4 overshot on short answers (divergence rose after one step).",
-    )
-    alpha: float = Field(
-        0.5, ge=0.0, le=1.0,
-        description="Divergence: 0 = forward KL(teacher||student), 1 = reverse KL, between = generalised JSD.",
-    )
-    top_k: int | None = Field(
-        100, ge=1, le=1_000_000, description="Distil over the student's top-k tokens plus a tail bucket; null = full vocabulary."
-    )
-    token_level: bool = Field(
-        True,
-        description="Reverse KL estimated on the sampled tokens only; ignores alpha and top_k. The default since the "
-        "dev-split sweep (bench/results/sdpo_sweep.md): on the default model, distilling the full top-k distribution "
-        "cut the pass probability of one attempt to 0.08x, this left it at 1.0-1.1x. false = the top-k JSD/KL loss.",
-    )
-    negative_only: bool = Field(
-        False,
-        description="With token_level: only push down the failed attempt's tokens that the feedback-shown teacher "
-        "finds less likely; never pull tokens up toward the teacher (for models that use feedback poorly).",
-    )
-    teacher_ema: float = Field(
-        0.05, gt=0.0, le=1.0,
-        description="EMA rate of the teacher's LoRA weights per step; 1.0 = teacher is the student at round start.",
-    )
-    is_clip: float | None = Field(2.0, gt=0, description="Clip of the importance ratio when steps reuse samples.")
-    replay_rounds: int = Field(
-        0, ge=0, le=16, description="Also distil the failures of this many earlier rounds."
-    )
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
-    micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")
-    lora: LoraOptions = Field(default_factory=LoraOptions)
-
-    @model_validator(mode="after")
-    def _negative_only_is_token_level(self) -> "SdpoOptions":
-        if self.negative_only and not self.token_level:
-            raise ValueError("negative_only applies to the token-level loss: set token_level: true as well")
-        return self
 
 
 class SolveRequest(_Model):

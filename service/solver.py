@@ -21,9 +21,8 @@ from typing import Any, Callable, Protocol
 
 from pydantic import BaseModel, Field
 
-from adapters.lifecycle import Adapter, AdapterPool, LoraSpec
-from adapters.sdpo import LossConfig
-from adapters.trainer import DistillSample, SDPOTrainer, TrainConfig
+from adapters.lifecycle import Adapter, AdapterPool
+from adapters.trainer import DistillSample, SDPOTrainer
 from sandbox.specs import VerifierSpec
 from service import prompts, templates
 from service.engines.base import Completion, Engine, SamplingParams
@@ -78,24 +77,6 @@ class SolveState(BaseModel):
 Checkpoint = Callable[[SolveState, bytes | None], None]
 
 
-def train_config(req: SolveRequest) -> TrainConfig:
-    o = req.sdpo
-    return TrainConfig(
-        steps=o.steps,
-        lr=o.lr,
-        loss=LossConfig(alpha=o.alpha, top_k=o.top_k, token_level=o.token_level, negative_only=o.negative_only,
-                        is_clip=o.is_clip),
-        teacher_ema=o.teacher_ema,
-        micro_batch=o.micro_batch,
-        max_grad_norm=o.max_grad_norm,
-    )
-
-
-def lora_spec(req: SolveRequest) -> LoraSpec:
-    lo = req.sdpo.lora
-    return LoraSpec(rank=lo.rank, alpha=lo.alpha, targets=tuple(lo.targets))
-
-
 def round_seed(seed: int, rnd: int) -> int:
     return (seed * 1_000_003 + rnd * 7919) % (2**31 - 1)
 
@@ -130,7 +111,7 @@ class Solver:
             if req.strategy == "sdpo":
                 blob = resume[1] if resume else None
                 adapter = (self.d.pool.restore(job_id, blob) if blob
-                           else self.d.pool.create(job_id, lora_spec(req), seed=req.seed))
+                           else self.d.pool.create(job_id, req.sdpo.lora, seed=req.seed))
             status, reason = self._loop(req, st, adapter, t0, emit, is_cancelled, checkpoint)
         except Exception as exc:  # the job must end with a reason, never silently
             log.exception("job %s failed", job_id)
@@ -256,7 +237,7 @@ class Solver:
                     response=st.tokens[idx],
                 ))
         with self.d.pool.lock:
-            rep = self.d.trainer.train_round(adapter, samples, train_config(req))
+            rep = self.d.trainer.train_round(adapter, samples, req.sdpo)
         nan = lambda x: None if x != x else x  # noqa: E731  (NaN -> null in JSON)
         return TrainStats(
             steps=len(rep.step_divergence), step_divergence=rep.step_divergence,

@@ -29,7 +29,10 @@ class SamplingParams:
 class Completion:
     text: str
     token_ids: list[int]  # sampled tokens, including the end-of-turn token if one was produced
-    logprobs: list[float]  # log-probability of each sampled token under the sampling distribution
+    # log_softmax(logits / T) of each sampled token, as the engine computed it. Recorded for
+    # checking engines against the trainer's rescoring; training does not read it (see the
+    # importance ratio in adapters/trainer.py).
+    logprobs: list[float]
     finish_reason: Literal["stop", "length"]
 
 

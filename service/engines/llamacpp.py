@@ -6,10 +6,11 @@ adapter file and a fresh llama.cpp handle, cached by (name, version): a handle n
 stands for weights other than those it was loaded from. Replaced versions and adapters
 that have left the pool are freed on the next call, so memory does not grow with jobs.
 
-Sampling happens here, in numpy, from the logits llama.cpp returns, so that what we record
-is exactly what SDPO's importance ratio needs: log_softmax(logits / T) of each sampled
-token (T = 1 when greedy; with top_p < 1 the tempered, untruncated value, as the
-transformers engine records). Each completion draws from its own generator seeded by
+Sampling happens here, in numpy, from the logits llama.cpp returns, so that the recorded
+log-probability of each sampled token is the same quantity on every engine:
+log_softmax(logits / T) (T = 1 when greedy; with top_p < 1 the tempered, untruncated value,
+as the transformers engine records). The tests compare it with the trainer's rescoring,
+which is how they check that the adapter version served is the one trained. Each completion draws from its own generator seeded by
 (seed, row), so results do not depend on how rows are batched.
 
 The n completions of a prompt decode as parallel sequences of one llama.cpp batch: the
@@ -32,7 +33,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 

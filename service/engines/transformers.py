@@ -53,8 +53,8 @@ class TransformersEngine:
 
     def _config(self, s: SamplingParams) -> GenerationConfig:
         # Explicit, so that a model's generation_config.json (top_k=20, repetition penalty,
-        # ...) never changes what "temperature 1.0" means: SDPO's importance ratio and the
-        # benchmark assume we sample from the model's own distribution.
+        # ...) never changes what "temperature 1.0" means: the benchmark and the recorded
+        # log-probabilities assume we sample from the model's own distribution.
         greedy = s.temperature <= 0
         return GenerationConfig(
             do_sample=not greedy,

@@ -51,7 +51,7 @@ import torch
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 
-from adapters.lifecycle import Adapter, AdapterPool
+from adapters.lifecycle import Adapter, AdapterPool, peft_config
 from service.engines.base import Completion, SamplingParams, stop_token_ids
 
 if TYPE_CHECKING:
@@ -261,7 +261,7 @@ class VLLMEngine:
                 for k, v in get_peft_model_state_dict(self.pool.model, adapter_name=adapter.name).items()
             }
         path = Path(tempfile.mkdtemp(prefix=f"{adapter.name}-v{version}-", dir=self._dir))
-        adapter.spec.peft_config().save_pretrained(str(path))  # adapter_config.json
+        peft_config(adapter.spec).save_pretrained(str(path))  # adapter_config.json
         save_file(tensors, str(path / "adapter_model.safetensors"))
         return version, path
 

@@ -1,4 +1,4 @@
-"""The maths of the SDPO loss (DESIGN §2, 'Must be tested about the maths')."""
+"""The maths of the SDPO loss: `per_token_loss`, the function the trainer runs, and its parts."""
 
 import math
 
@@ -6,12 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from adapters.options import SdpoOptions
 from adapters.sdpo import (
-    LossConfig,
     divergence,
     importance_weights,
-    masked_mean,
-    sdpo_loss,
+    per_token_loss,
     student_topk,
     token_level_loss,
     topk_divergence,
@@ -19,6 +18,20 @@ from adapters.sdpo import (
 )
 
 V = 50
+# The top-k JSD loss (token_level off), the setting most of these tests exercise.
+JSD = SdpoOptions(token_level=False)
+
+
+def sdpo_loss(student_logits, teacher_logits, tokens, mask, opts=JSD, sampling_tok_log=None):
+    """`per_token_loss` reduced as the trainer reduces it: only the response positions
+    (mask 1) are passed, and the loss and the monitored divergence are their means."""
+    keep = mask.bool()
+    s_log = F.log_softmax(student_logits.float(), -1)[keep]
+    t_log = F.log_softmax(teacher_logits.float(), -1)[keep].detach()
+    old = None if sampling_tok_log is None else sampling_tok_log[keep]
+    loss, div, _ = per_token_loss(s_log, lambda idx: t_log if idx is None else t_log.gather(-1, idx),
+                                  tokens[keep], opts, old)
+    return loss.mean(), div.mean()
 
 
 def _logits(*shape, seed=0):
@@ -37,7 +50,7 @@ def _toks(*shape, seed=0):
 def test_loss_zero_when_teacher_equals_student(alpha, top_k, token_level):
     logits = _logits(2, 7)
     mask = torch.ones(2, 7)
-    cfg = LossConfig(alpha=alpha if not token_level else 1.0, top_k=top_k, token_level=token_level)
+    cfg = SdpoOptions(alpha=alpha if not token_level else 1.0, top_k=top_k, token_level=token_level)
     loss, div = sdpo_loss(logits, logits.clone(), _toks(2, 7), mask, cfg)
     assert abs(loss.item()) < 1e-6 and abs(div.item()) < 1e-6
 
@@ -70,11 +83,11 @@ def test_topk_with_tail_equals_full_when_k_is_vocabulary(alpha):
     s, t = _logits(3, 5, seed=1), _logits(3, 5, seed=2)
     mask = torch.ones(3, 5)
     toks = _toks(3, 5)
-    full, _ = sdpo_loss(s, t, toks, mask, LossConfig(alpha=alpha, top_k=None))
-    topv, _ = sdpo_loss(s, t, toks, mask, LossConfig(alpha=alpha, top_k=V, add_tail=True))
+    full, _ = sdpo_loss(s, t, toks, mask, SdpoOptions(alpha=alpha, top_k=None, token_level=False))
+    topv, _ = sdpo_loss(s, t, toks, mask, SdpoOptions(alpha=alpha, top_k=V, token_level=False))
     assert topv.item() == pytest.approx(full.item(), abs=1e-5)
     # and with a real tail the top-k value differs from the full one, but stays close
-    top10, _ = sdpo_loss(s, t, toks, mask, LossConfig(alpha=alpha, top_k=10, add_tail=True))
+    top10, _ = sdpo_loss(s, t, toks, mask, SdpoOptions(alpha=alpha, top_k=10, token_level=False))
     assert top10.item() != pytest.approx(full.item(), abs=1e-6)
 
 
@@ -86,31 +99,34 @@ def test_tail_bucket_holds_remaining_mass():
     assert torch.allclose(tailed.exp().sum(-1), torch.ones(4), atol=1e-5)
 
 
-def test_mask_excludes_prompt_and_padding():
+def test_loss_is_positionwise_so_prompt_and_padding_never_enter():
+    # The trainer passes response positions only. That excludes the prompt and padding
+    # exactly because each position's loss depends on that position's inputs alone.
     s, t = _logits(2, 6, seed=3), _logits(2, 6, seed=4)
     toks = _toks(2, 6)
-    mask = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1]], dtype=torch.float32)
-    loss, _ = sdpo_loss(s, t, toks, mask)
-    # Changing anything at masked positions leaves the loss unchanged ...
-    s2, t2 = s.clone(), t.clone()
-    s2[mask == 0] = torch.randn_like(s2[mask == 0]) * 10
-    t2[mask == 0] = torch.randn_like(t2[mask == 0]) * 10
-    loss2, _ = sdpo_loss(s2, t2, toks, mask)
-    assert loss2.item() == pytest.approx(loss.item(), rel=1e-6)
-    # ... and gradients at masked positions are exactly zero.
-    s3 = s.clone().requires_grad_()
-    sdpo_loss(s3, t, toks, mask)[0].backward()
-    assert torch.all(s3.grad[mask == 0] == 0)
-    assert torch.any(s3.grad[mask == 1] != 0)
-    # The mean is over response tokens only.
-    vals = torch.arange(12, dtype=torch.float32).view(2, 6)
-    assert masked_mean(vals, mask).item() == pytest.approx(vals[mask == 1].mean().item())
+    resp = torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    for opts in (JSD, SdpoOptions(token_level=True)):
+        def per_pos(sl, tl):
+            s_log, t_log = F.log_softmax(sl, -1), F.log_softmax(tl, -1).detach()
+            return per_token_loss(s_log, lambda idx: t_log if idx is None else t_log.gather(-1, idx), toks, opts)[0]
+
+        loss = per_pos(s, t)
+        # Changing anything at the other positions leaves the response positions' loss unchanged ...
+        s2, t2 = s.clone(), t.clone()
+        s2[~resp] = torch.randn_like(s2[~resp]) * 10
+        t2[~resp] = torch.randn_like(t2[~resp]) * 10
+        assert torch.allclose(per_pos(s2, t2)[resp], loss[resp], rtol=1e-6, atol=0)
+        # ... and the response positions' loss sends no gradient to the other positions.
+        s3 = s.clone().requires_grad_()
+        per_pos(s3, t)[resp].mean().backward()
+        assert torch.all(s3.grad[~resp] == 0)
+        assert torch.any(s3.grad[resp] != 0)
 
 
 def test_no_gradient_reaches_the_teacher():
     s = _logits(2, 4, seed=5).requires_grad_()
     t = _logits(2, 4, seed=6).requires_grad_()
-    for cfg in (LossConfig(), LossConfig(token_level=True, alpha=1.0), LossConfig(top_k=None, alpha=0.0)):
+    for cfg in (JSD, SdpoOptions(token_level=True, alpha=1.0), SdpoOptions(top_k=None, alpha=0.0, token_level=False)):
         loss, _ = sdpo_loss(s, t, _toks(2, 4), torch.ones(2, 4), cfg)
         loss.backward()
         assert t.grad is None
@@ -135,7 +151,7 @@ def test_token_level_monitor_refuses_a_step_toward_a_teacher_that_endorses_the_f
     # student, the same step lowers the monitor and is kept.
     torch.manual_seed(0)
     toks = torch.full((6,), 2)
-    cfg = LossConfig(token_level=True, is_clip=None)
+    cfg = SdpoOptions(token_level=True, is_clip=None)
     for shift, refused in ((1.0, True), (-1.0, False)):
         logits = torch.randn(6, 5, requires_grad=True)
         t = torch.randn(6, 5).log_softmax(-1)
@@ -152,12 +168,12 @@ def test_negative_only_pushes_down_and_never_pulls_up():
     s = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]).log_softmax(-1).requires_grad_()
     t = torch.tensor([[0.0, 0.0, 0.0], [0.0, 2.0, 0.0]]).log_softmax(-1)
     toks = torch.tensor([0, 1])
-    loss, div = sdpo_loss(s, t, toks, torch.ones(2), LossConfig(token_level=True, negative_only=True, is_clip=None))
+    loss, div = sdpo_loss(s, t, toks, torch.ones(2), SdpoOptions(token_level=True, negative_only=True, is_clip=None))
     loss.backward()
     assert s.grad[0, 0] > 0  # descent lowers the over-rated sampled token
     assert s.grad[1].abs().sum() == 0  # the under-rated one gets no push at all
     assert div.item() == pytest.approx((s[0, 0] - t[0, 0]).item() / 2)  # monitored: positive part only
-    full, _ = sdpo_loss(s, t, toks, torch.ones(2), LossConfig(token_level=True, is_clip=None))
+    full, _ = sdpo_loss(s, t, toks, torch.ones(2), SdpoOptions(token_level=True, is_clip=None))
     s.grad = None
     full.backward()
     assert s.grad[1, 1] < 0  # the plain token-level loss would pull it up
@@ -181,16 +197,16 @@ def test_importance_ratio_is_clipped_and_detached():
     assert not w.requires_grad
     # applied in the loss: weights scale the per-token loss
     s, t, toks = _logits(1, 3, seed=7), _logits(1, 3, seed=8), _toks(1, 3)
-    base, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), LossConfig(is_clip=2.0))
+    base, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), SdpoOptions(is_clip=2.0, token_level=False))
     s_tok = F.log_softmax(s, -1).gather(-1, toks.unsqueeze(-1)).squeeze(-1)
-    same, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), LossConfig(is_clip=2.0), sampling_tok_log=s_tok)
+    same, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), SdpoOptions(is_clip=2.0, token_level=False), sampling_tok_log=s_tok)
     assert same.item() == pytest.approx(base.item(), rel=1e-6)  # ratio 1 on the sampling policy
-    far, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), LossConfig(is_clip=2.0), sampling_tok_log=s_tok - 5)
+    far, _ = sdpo_loss(s, t, toks, torch.ones(1, 3), SdpoOptions(is_clip=2.0, token_level=False), sampling_tok_log=s_tok - 5)
     assert far.item() == pytest.approx(2.0 * base.item(), rel=1e-5)  # clipped at 2
 
 
-def test_topk_divergence_without_tail_renormalises():
+def test_topk_divergence_is_zero_between_equal_distributions():
     s = F.log_softmax(_logits(2, seed=9), -1)
     idx = student_topk(s, 3)
-    d = topk_divergence(s.gather(-1, idx), s.gather(-1, idx), 0.5, add_tail=False)
+    d = topk_divergence(s.gather(-1, idx), s.gather(-1, idx), 0.5)
     assert torch.allclose(d, torch.zeros(2), atol=1e-6)

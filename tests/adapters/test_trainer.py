@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from adapters.lifecycle import LoraSpec, read_snapshot
-from adapters.sdpo import LossConfig
-from adapters.trainer import DistillSample, TrainConfig
+from adapters.options import LoraOptions, SdpoOptions
+from adapters.trainer import DistillSample
 from service import prompts, templates
 from service.engines.base import SamplingParams
 
@@ -28,6 +27,12 @@ def failed_attempt(tiny_deps):
     return [DistillSample(prompt, teacher, o.token_ids) for o in outs], vs[0].feedback
 
 
+def _opts(**kw) -> SdpoOptions:
+    # The top-k JSD loss these tests were written for. model_copy does not validate: the
+    # collapse tests ask for step sizes beyond what a request may.
+    return SdpoOptions(token_level=False).model_copy(update=kw)
+
+
 def _base_params(model):
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
 
@@ -36,11 +41,11 @@ def test_sdpo_step_changes_only_lora_and_reduces_divergence(tiny_deps, failed_at
     d = tiny_deps
     samples, feedback = failed_attempt
     assert feedback  # real feedback text reached the teacher prompt
-    adapter = d.pool.create("t-step", LoraSpec(rank=8, alpha=16), seed=0)
+    adapter = d.pool.create("t-step", LoraOptions(rank=8, alpha=16), seed=0)
     try:
         base = _base_params(d.pool.model)
         lora_before = {n: t.clone() for n, t in d.pool.weights(adapter).items()}
-        rep = d.trainer.train_round(adapter, samples, TrainConfig(steps=3, lr=1e-3, teacher_ema=1.0))
+        rep = d.trainer.train_round(adapter, samples, _opts(steps=3, lr=1e-3, teacher_ema=1.0))
         after = _base_params(d.pool.model)
         assert base.keys() == after.keys()
         assert all(torch.equal(base[n], after[n]) for n in base), "base weights must stay bit-identical"
@@ -56,9 +61,9 @@ def test_sdpo_step_changes_only_lora_and_reduces_divergence(tiny_deps, failed_at
 def test_gradients_reach_only_lora_parameters(tiny_deps, failed_attempt):
     d = tiny_deps
     samples, _ = failed_attempt
-    adapter = d.pool.create("t-grad", LoraSpec(rank=4, alpha=8), seed=0)
+    adapter = d.pool.create("t-grad", LoraOptions(rank=4, alpha=8), seed=0)
     try:
-        cfg = TrainConfig(loss=LossConfig(alpha=0.5))
+        cfg = _opts(alpha=0.5)
         teacher = d.trainer.teacher_cache(adapter, samples, cfg)
         assert not teacher[0].requires_grad and teacher[0].grad_fn is None
         d.trainer._pass(adapter, samples, d.trainer._pack(samples), teacher, None, cfg, backward=True)
@@ -71,47 +76,17 @@ def test_gradients_reach_only_lora_parameters(tiny_deps, failed_attempt):
         d.pool.delete(adapter)
 
 
-def test_snapshot_restore_roundtrip_and_memory_is_reclaimed(tiny_deps):
-    d = tiny_deps
-    n_params = sum(1 for _ in d.pool.base.parameters())
-    a = d.pool.create("t-snap", LoraSpec(rank=4, alpha=8, targets=("q_proj", "v_proj")), seed=1)
-    with torch.no_grad():
-        for p in d.pool.parameters(a).values():
-            p.add_(0.01)
-    d.pool.update_ema(a, 0.5)
-    a.version = 3
-    blob = d.pool.snapshot(a)
-    meta, tensors = read_snapshot(blob)
-    assert meta["lora"]["rank"] == 4 and meta["version"] == "3"
-    b = d.pool.restore("t-snap-copy", blob)
-    assert b.version == 3
-    wa, wb = d.pool.weights(a), d.pool.weights(b)
-    for (na, ta), (nb, tb) in zip(sorted(wa.items()), sorted(wb.items())):
-        assert torch.equal(ta, tb)
-    for n in a.ema:
-        assert torch.equal(a.ema[n], b.ema[n.replace(f".{a.name}.", f".{b.name}.")])
-    d.pool.delete(a)
-    d.pool.delete(b)
-    # many jobs later, nothing is left behind
-    for i in range(5):
-        d.pool.delete(d.pool.create(f"t-churn-{i}", LoraSpec(rank=16), seed=i))
-    assert not d.pool.adapters
-    assert not any(".job_" in n for n, _ in d.pool.model.named_parameters())
-    assert sum(1 for _ in d.pool.base.parameters()) == n_params
-
-
 def test_collapse_guard_keeps_best_weights(tiny_deps, failed_attempt):
     d = tiny_deps
     samples, _ = failed_attempt
-    adapter = d.pool.create("t-collapse", LoraSpec(rank=8, alpha=16), seed=0)
+    adapter = d.pool.create("t-collapse", LoraOptions(rank=8, alpha=16), seed=0)
     try:
         # An absurd learning rate blows the divergence up; the guard must stop and restore.
-        rep = d.trainer.train_round(adapter, samples, TrainConfig(steps=4, lr=5e-1, max_grad_norm=1e9, teacher_ema=1.0))
+        rep = d.trainer.train_round(adapter, samples, _opts(steps=4, lr=5e-1, max_grad_norm=1e9, teacher_ema=1.0))
         assert rep.kept_step < len(rep.step_divergence) or rep.collapsed
         assert rep.loss_after == min(rep.step_divergence)
     finally:
         d.pool.delete(adapter)
-
 
 
 def test_overshooting_step_is_undone_and_retried_smaller(tiny_deps, failed_attempt):
@@ -120,10 +95,10 @@ def test_overshooting_step_is_undone_and_retried_smaller(tiny_deps, failed_attem
     step from the same point, and the round still ends closer to the teacher."""
     d = tiny_deps
     samples, _ = failed_attempt
-    adapter = d.pool.create("t-backtrack", LoraSpec(rank=8, alpha=16), seed=0)
+    adapter = d.pool.create("t-backtrack", LoraOptions(rank=8, alpha=16), seed=0)
     try:
         base = _base_params(d.pool.model)
-        rep = d.trainer.train_round(adapter, samples, TrainConfig(steps=6, lr=3e-2, teacher_ema=1.0))
+        rep = d.trainer.train_round(adapter, samples, _opts(steps=6, lr=3e-2, teacher_ema=1.0))
         assert rep.backtracks >= 1 and rep.final_lr < 3e-2, rep
         assert rep.loss_after < rep.loss_before, rep
         assert rep.kept_step >= 1 and not rep.collapsed, rep

@@ -24,7 +24,7 @@ import torch
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the llama.cpp engine is optional)")
 
-from adapters.lifecycle import LoraSpec  # noqa: E402
+from adapters.options import LoraOptions  # noqa: E402
 from service import prompts  # noqa: E402
 from service.engines.base import SamplingParams  # noqa: E402
 from service.engines.llamacpp import LlamaCppEngine  # noqa: E402
@@ -56,7 +56,7 @@ def adapter(tiny_deps):
     made = []
 
     def make(targets=("q_proj", "v_proj"), scale=0.2, seed=0, name="llamacpp-test"):
-        a = tiny_deps.pool.create(name, LoraSpec(rank=4, alpha=8, targets=targets), seed=seed)
+        a = tiny_deps.pool.create(name, LoraOptions(rank=4, alpha=8, targets=targets), seed=seed)
         perturb(tiny_deps.pool, a, scale, seed)
         made.append(a)
         return a

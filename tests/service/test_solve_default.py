@@ -51,11 +51,11 @@ def test_sdpo_round_on_default_model_reduces_divergence(default_deps):
     the feedback-informed teacher, and leaves the base weights alone."""
     import torch
 
-    from adapters.trainer import DistillSample, TrainConfig
+    from adapters.options import SdpoOptions
+    from adapters.trainer import DistillSample
     from service import prompts, templates
     from service.engines.base import SamplingParams
     from service.problem_file import load_problem_file
-    from service.solver import lora_spec
 
     d = default_deps
     pf = load_problem_file(EXAMPLE)
@@ -67,13 +67,13 @@ def test_sdpo_round_on_default_model_reduces_divergence(default_deps):
     assert failed, "seed 5: some of 8 attempts fail (base rate ~25%)"
     samples = [DistillSample(prompt, prompts.render(d.tokenizer, prompts.messages(templates.reprompt(q, v.feedback))),
                              o.token_ids) for o, v in failed]
-    adapter = d.pool.create("default-probe", lora_spec(pf), seed=0)
+    adapter = d.pool.create("default-probe", pf.sdpo.lora, seed=0)
     try:
         base = {n: p.detach().clone() for n, p in d.pool.model.named_parameters() if "lora_" not in n}
         # The default steps and lr. At lr 1e-5 with bf16 training (a native-bf16 CPU) the one
         # step raised the divergence (0.00261 -> 0.00264) and backtracking rightly kept the
         # start, so the test failed on that machine while the trainer behaved as designed.
-        rep = d.trainer.train_round(adapter, samples, TrainConfig(teacher_ema=1.0))
+        rep = d.trainer.train_round(adapter, samples, SdpoOptions(teacher_ema=1.0, token_level=False))
         assert rep.loss_before > 0 and min(rep.step_divergence[1:] + [rep.loss_after]) < rep.loss_before, rep
         assert rep.loss_after <= rep.loss_before  # the kept weights are never worse than the start
         assert all(torch.equal(p, base[n]) for n, p in d.pool.model.named_parameters() if "lora_" not in n)

@@ -20,8 +20,9 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed (run scripts/setup_vllm.sh and use .venv-vllm)")
 
-from adapters.lifecycle import LoraSpec  # noqa: E402
-from adapters.trainer import DistillSample, TrainConfig  # noqa: E402
+from adapters.options import LoraOptions  # noqa: E402
+from adapters.options import SdpoOptions  # noqa: E402
+from adapters.trainer import DistillSample  # noqa: E402
 from service import prompts, templates  # noqa: E402
 from service.engines.base import SamplingParams  # noqa: E402
 
@@ -131,7 +132,7 @@ def test_adapter_versions_after_real_sdpo_steps(deps, ps):
     e, pool = deps.engine, deps.pool
     greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=16, seed=0)
     base = e.generate(ps, None, greedy)
-    a = pool.create("vllm-versions", LoraSpec(rank=8, alpha=16, targets=("q_proj", "v_proj", "o_proj", "up_proj")), seed=0)
+    a = pool.create("vllm-versions", LoraOptions(rank=8, alpha=16, targets=("q_proj", "v_proj", "o_proj", "up_proj")), seed=0)
     try:
         v0 = e.generate(ps, a, greedy)
         # A fresh LoRA (B = 0) is the identity: same tokens as the base model.
@@ -144,7 +145,7 @@ def test_adapter_versions_after_real_sdpo_steps(deps, ps):
         previous = v0
         for version in (1, 2):
             with pool.lock:
-                rep = deps.trainer.train_round(a, samples, TrainConfig(steps=2, lr=1e-3, teacher_ema=1.0))
+                rep = deps.trainer.train_round(a, samples, SdpoOptions(steps=2, lr=1e-3, teacher_ema=1.0, token_level=False))
             assert a.version == version and rep.kept_step >= 1, rep
             now = e.generate(ps, a, greedy)
             ids = e.lora_ids()[a.name]
@@ -179,7 +180,7 @@ def test_old_version_stays_while_in_flight(deps, ps):
     """A version still leased by a request in flight is kept beside the new one and removed
     as soon as that request ends."""
     e, pool = deps.engine, deps.pool
-    a = pool.create("vllm-lease", LoraSpec(rank=4, alpha=8, targets=("q_proj", "v_proj")), seed=1)
+    a = pool.create("vllm-lease", LoraOptions(rank=4, alpha=8, targets=("q_proj", "v_proj")), seed=1)
     try:
         lease = e._acquire(a)  # what generate() holds while its requests run
         old_id = lease.request.lora_int_id
@@ -200,7 +201,7 @@ def test_old_version_stays_while_in_flight(deps, ps):
 
 
 def test_rank_above_the_engine_limit_is_refused(deps, ps):
-    a = deps.pool.create("vllm-rank", LoraSpec(rank=32, alpha=64, targets=("q_proj",)), seed=0)
+    a = deps.pool.create("vllm-rank", LoraOptions(rank=32, alpha=64, targets=("q_proj",)), seed=0)
     try:
         with pytest.raises(ValueError, match="max_lora_rank"):
             deps.engine.generate(ps[:1], a, SamplingParams(n=1, max_new_tokens=1))
