@@ -31,6 +31,7 @@ from service.api_models import (
     JobCreate,
     JobView,
 )
+from service.admission import check_against_model
 from service.errors import AdapterNotFound, InvalidRequest, JobNotFound
 from service.guards import ApiKeys, BodySizeLimit
 from service.metrics import Metrics
@@ -120,6 +121,7 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
 
     def submit(body: JobCreate, kid: str):
         req = body.solve_request()
+        check_against_model(req, settings.model)
         src = body.init_adapter_from
         if src:
             if req.strategy != "sdpo":

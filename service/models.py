@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
+import re
+import struct
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.options import ALL_LINEAR
 from service.errors import ModelCorrupt, ModelNotInstalled
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,9 @@ class EmbeddedModel:
     size: int
     sha256: str
     packages: tuple[str, ...]  # pip requirement strings, for the install hint
+    # The linear layers of its blocks (what a LoRA may target); all three are Llama/Qwen2
+    # blocks. tests/service/test_models.py checks this against the materialised weights.
+    linear_layers: tuple[str, ...] = ALL_LINEAR
 
     @property
     def install_hint(self) -> str:
@@ -199,8 +206,33 @@ def materialise(model: EmbeddedModel, gguf: Path, cache_dir: Path) -> Path:
     return out
 
 
+def linear_layer_names(name: str) -> frozenset[str] | None:
+    """The names of the linear layers in the model's blocks (`q_proj`, ...), which is what
+    `sdpo.lora.targets` may name; None when that cannot be told without loading the model.
+
+    Read without torch and without materialising anything, so that the API process can
+    refuse a request at submit: for an embedded model from its declaration, for a local
+    directory from its safetensors headers (2-D `*.layers.<i>.<...>.<name>.weight` tensors).
+    """
+    if name in EMBEDDED:
+        return frozenset(EMBEDDED[name].linear_layers)
+    found: set[str] = set()
+    for f in sorted(Path(name).expanduser().glob("*.safetensors")):
+        try:
+            with f.open("rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError, struct.error):
+            return None
+        for key, info in header.items():
+            m = re.search(r"\.layers\.\d+\.(?:.*\.)?([A-Za-z_][A-Za-z0-9_]*)\.weight$", key)
+            if m and isinstance(info, dict) and len(info.get("shape", ())) == 2:
+                found.add(m.group(1))
+    return frozenset(found) or None
+
+
 def resolve_model(name: str, cache_dir: Path) -> ResolvedModel:
-    """`default`, `tiny`, or a local HF directory (must contain config.json)."""
+    """An embedded model's name, or a local HF directory (must contain config.json)."""
     if name in EMBEDDED:
         model = EMBEDDED[name]
         gguf = embedded_gguf(model, cache_dir)
@@ -208,7 +240,7 @@ def resolve_model(name: str, cache_dir: Path) -> ResolvedModel:
     path = Path(name).expanduser()
     if not (path / "config.json").is_file():
         raise ModelNotInstalled(
-            f"TTA_MODEL={name!r} is neither 'default', 'tiny' nor a local Hugging Face "
+            f"TTA_MODEL={name!r} is neither {', '.join(map(repr, EMBEDDED))} nor a local Hugging Face "
             "model directory (no config.json there). Models are never downloaded."
         )
     ggufs = sorted(path.glob("*.gguf"))

@@ -56,3 +56,25 @@ def test_unknown_model_name_is_a_clear_error(tmp_path):
 def test_local_hf_directory_is_used_as_is(tiny_model, tmp_path):
     d = resolve_model(str(tiny_model.resolved.hf_dir), tmp_path)
     assert d.hf_dir == Path(tiny_model.resolved.hf_dir) and (d.hf_dir / "config.json").is_file()
+
+
+def test_declared_linear_layers_match_the_materialised_weights(tiny_model):
+    """What the API checks `sdpo.lora.targets` against without loading a model: the
+    declaration of an embedded model, and for a local directory its safetensors headers.
+    Both must name exactly the linear layers the model has (read off the loaded model)."""
+    import torch
+
+    from service.models import linear_layer_names
+
+    # (PEFT may have wrapped the layers in place: the original Linear is then `.base_layer`.)
+    loaded = {n.removesuffix(".base_layer").rsplit(".", 1)[-1] for n, m in tiny_model.model.named_modules()
+              if isinstance(m, torch.nn.Linear) and ".layers." in n and "lora_" not in n}
+    assert linear_layer_names("tiny") == frozenset(loaded) == frozenset(TINY.linear_layers)
+    assert linear_layer_names(str(tiny_model.resolved.hf_dir)) == frozenset(loaded)
+
+
+def test_linear_layers_of_a_directory_without_safetensors_are_unknown(tmp_path):
+    from service.models import linear_layer_names
+
+    (tmp_path / "config.json").write_text("{}")
+    assert linear_layer_names(str(tmp_path)) is None
