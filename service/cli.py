@@ -10,32 +10,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from service.console import err, fail, quiet_libraries
 from service.errors import TTAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Test-time SDPO solving service.")
-err = Console(stderr=True)
 
 
 @app.callback()
 def _root() -> None:
     """Test-time SDPO solving service: solve hard problems by learning on them."""
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="peft")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -47,7 +31,7 @@ def solve(
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),
 ) -> None:
     """Solve one problem file with the configured model (TTA_MODEL), showing live progress."""
-    _quiet_libraries()
+    quiet_libraries()
     from pydantic import ValidationError
 
     from service.problem_file import describe, load_problem_file
@@ -62,15 +46,20 @@ def solve(
             data["budget"]["max_attempts"] = max_attempts
         req = SolveRequest.model_validate(data)
     except TTAError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     except ValidationError as exc:
-        _fail(f"option: {describe(exc)}")
+        fail(f"option: {describe(exc)}")
 
+    from service.admission import check_against_model
     from service.runtime import build_solver_deps
     from service.settings import get_settings
     from service.solver import Solver
 
     settings = get_settings()
+    try:
+        check_against_model(req, settings.model)
+    except TTAError as exc:
+        fail(exc.message)
     progress = SolveProgress(req, title=pf.meta.get("name", file.stem), console=err)
     try:
         with progress.loading(settings.model):
@@ -78,7 +67,7 @@ def solve(
         with progress:
             result = Solver(deps).solve(req, on_event=progress.on_event)
     except TTAError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     if as_json:
         sys.stdout.write(result.model_dump_json(indent=2) + "\n")
     else:
@@ -103,9 +92,9 @@ def verify(
         pf = load_problem_file(problem_file)
         answer = answer_file.read_text(encoding="utf-8")
     except TTAError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"{answer_file}: cannot read as UTF-8 text: {exc}")
+        fail(f"{answer_file}: cannot read as UTF-8 text: {exc}")
     v = build_verifier(get_settings())(pf.verifier, [answer], [truncated])[0]
     if as_json:
         sys.stdout.write(v.model_dump_json(indent=2) + "\n")
@@ -152,7 +141,7 @@ def serve(
 ) -> None:
     """Serve the HTTP API (/docs), with a worker thread in-process unless --no-worker. Without
     TTA_REDIS_URL an embedded Redis is started (single-machine mode) and handed to --workers."""
-    _quiet_libraries()
+    quiet_libraries()
     import signal
     import subprocess
 
@@ -171,7 +160,7 @@ def serve(
     try:
         api = create_app(settings, embedded_worker=not no_worker)
     except TTAError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     env = dict(os.environ, TTA_REDIS_URL=settings.redis_url)
     procs = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker"], env=env) for _ in range(workers)]
     # uvicorn re-raises the SIGTERM it caught once it has shut down; with the default handler the
@@ -193,7 +182,7 @@ def serve(
 def worker(name: Optional[str] = typer.Option(None, help="Consumer name (default: TTA_WORKER_NAME, else host-pid).")) -> None:
     """Run queued jobs from TTA_REDIS_URL until stopped (SIGTERM/Ctrl-C: finish the job in hand;
     twice: stop now; an unfinished job is resumed by another worker from its last round)."""
-    _quiet_libraries()
+    quiet_libraries()
     import signal
 
     from service.runtime import build_solver_deps
@@ -203,12 +192,12 @@ def worker(name: Optional[str] = typer.Option(None, help="Consumer name (default
 
     settings = get_settings()
     if not settings.redis_url:
-        _fail("tta worker needs TTA_REDIS_URL (the Redis the API uses); an embedded Redis is private to `tta serve`")
+        fail("tta worker needs TTA_REDIS_URL (the Redis the API uses); an embedded Redis is private to `tta serve`")
     store = Store.from_settings(settings)
     if not store.ping():
         from service.store import redacted_url
 
-        _fail(f"cannot reach Redis at {redacted_url(settings.redis_url)}")
+        fail(f"cannot reach Redis at {redacted_url(settings.redis_url)}")
     w = Worker(settings, store, lambda: build_solver_deps(settings), name=name)
 
     def stop(signum, frame):
@@ -223,7 +212,7 @@ def worker(name: Optional[str] = typer.Option(None, help="Consumer name (default
         with err.status(f"worker {w.name}: loading model [bold]{settings.model}[/]…"):
             w.load()
     except TTAError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     err.print(f"worker [bold]{w.name}[/] ready (model {settings.model}, lease {settings.lease_s:g} s)")
     try:
         w.run()
@@ -238,16 +227,16 @@ def _client():
 
 
 def _api_call(fn):
-    from service.client import ApiError
-
     import httpx
+
+    from service.client import ApiError
 
     try:
         return fn()
     except ApiError as exc:
-        _fail(f"{exc.message} ({exc.status} {exc.code})")
+        fail(f"{exc.message} ({exc.status} {exc.code})")
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the service: {exc}")
+        fail(f"cannot reach the service: {exc}")
 
 
 @app.command()
@@ -265,7 +254,7 @@ def submit(
     try:
         pf = load_problem_file(file)
     except TTAError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     body = pf.model_dump(mode="json", exclude={"meta"})
     body.update({k: v for k, v in {"idempotency_key": idempotency_key, "init_adapter_from": init_adapter_from}.items() if v})
     if no_cache:
@@ -327,94 +316,38 @@ def cancel(job_id: str = typer.Argument(...)) -> None:
     err.print(f"{job_id}: {res['status']}" + (" (cancel requested; stops within one round)" if res["status"] == "running" else ""))
 
 
-# ---- the benchmark (code in bench/) -----------------------------------------------------------
-
-bench_app = typer.Typer(no_args_is_help=False)
-app.add_typer(bench_app, name="bench")
-
-
-@bench_app.callback(invoke_without_command=True)
-def bench(
-    ctx: typer.Context,
-    set_: Optional[str] = typer.Option(None, "--set", help="examples | quick | math-small | humaneval-edge | "
-                                       "humaneval:ID,ID | lcb:PATH | PATH (default: examples)."),
-    strategies: Optional[str] = typer.Option(None, help="Comma-separated (default: sdpo,best_of_k,multi_turn)."),
-    k: Optional[int] = typer.Option(None, "--k", help="Attempt budget K per run (default 32)."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds S per problem and strategy (default 3)."),
-    n: Optional[int] = typer.Option(None, "--n", help="Attempts per round (default 8)."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Per attempt (default 512)."),
-    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default 1.0)."),
-    lr: Optional[float] = typer.Option(None, help="SDPO learning rate (default: SdpoOptions)."),
-    steps: Optional[int] = typer.Option(None, help="SDPO steps per failed round."),
-    alpha: Optional[float] = typer.Option(None, help="SDPO divergence interpolation (0 fwd KL, 1 rev KL)."),
-    rank: Optional[int] = typer.Option(None, help="LoRA rank (alpha = 2 x rank)."),
-    replay_rounds: Optional[int] = typer.Option(None, help="SDPO replay of earlier rounds' failures."),
-    teacher_ema: Optional[float] = typer.Option(None, help="SDPO teacher EMA rate."),
-    sdpo: Optional[str] = typer.Option(None, help='Other SdpoOptions overrides as JSON, e.g. \'{"top_k": 20}\'.'),
-    out: Optional[Path] = typer.Option(None, help="Run directory (default: bench/runs/<set>-<model>-k..-n..-t..-m..)."),
-    quick: bool = typer.Option(False, "--quick", help="Preset: set quick, K=8, n=4, 1 seed, 256 tokens (<= 11 min, 2 cores)."),
-    max_runs: Optional[int] = typer.Option(None, help="Stop after this many runs (resume later)."),
-    baselines_from: Optional[Path] = typer.Option(
-        None, help="Reuse best_of_k/multi_turn runs from this run directory (same settings but SDPO)."),
-    no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
-) -> None:
-    """Run sdpo, best_of_k and multi_turn on a problem set on equal terms, checkpointing each
-    (problem, strategy, seed) to RUN_DIR/results.jsonl (a rerun resumes), then report.
-    `tta bench report RUN_DIR` reports an existing run."""
-    if ctx.invoked_subcommand is not None:
-        return
-    _quiet_libraries()
-    from pydantic import ValidationError
-
-    from bench.command import run_bench, sdpo_overrides
-    from bench.runner import ConfigMismatch
-    from bench.sets import SetError
-
-    try:
-        overrides = sdpo_overrides(sdpo, rank=rank, lr=lr, steps=steps, alpha=alpha,
-                                   replay_rounds=replay_rounds, teacher_ema=teacher_ema)
-        opts = dict(set=set_, strategies=strategies, k=k, seeds=seeds, n=n, max_new_tokens=max_new_tokens,
-                    temperature=temperature, sdpo=overrides or None)
-        run_bench(opts, quick, out, report=not no_report, max_runs=max_runs, console=err,
-                  baselines_from=baselines_from)
-    except (SetError, ConfigMismatch, TTAError) as exc:
-        _fail(getattr(exc, "message", None) or str(exc))
-    except ValidationError as exc:
-        from service.problem_file import describe
-
-        _fail(f"option: {describe(exc)}")
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+# ---- subcommands of other packages ---------------------------------------------------------
+# `tta bench` belongs to the bench package, which registers it under the entry-point group
+# `tta.commands` (pyproject.toml): the service never imports bench, and an image without it
+# simply has no `tta bench`.
 
 
-@bench_app.command("report")
-def bench_report(run_dir: Path = typer.Argument(..., help="A run directory (holds results.jsonl).")) -> None:
-    """Print the tables of a run and write its summary.json and discovery_*.png."""
-    from bench.report import report
+def _register_commands() -> None:
+    from importlib.metadata import entry_points
 
-    try:
-        report(run_dir, console=err)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
+    for ep in entry_points(group="tta.commands"):
+        try:
+            app.add_typer(ep.load(), name=ep.name)
+        except ImportError as exc:  # an installed plugin whose own dependencies are missing
+            logging.getLogger(__name__).warning("tta %s is unavailable: %s", ep.name, exc)
 
 
-@bench_app.command("publish")
-def bench_publish(
-    run_dir: Path = typer.Argument(..., help="A reported run directory."),
-    dest: Path = typer.Option(Path("bench/results"), help="Where <set>-<model>-<date>/ is created."),
-    name: str | None = typer.Option(None, help="Folder name instead of <set>-<model>-<date>."),
-) -> None:
-    """Copy a run's small files (results, summary.json/.md, plots) to DEST/<set>-<model>-<date>/ for git."""
-    from bench.report import publish
-
-    try:
-        err.print(f"published to {publish(run_dir, dest, name=name)}", highlight=False)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+_register_commands()
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("TTA_LOG_LEVEL", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    from pydantic import ValidationError
+
+    from service.settings import get_settings
+
+    try:
+        level = get_settings().log_level
+    except ValidationError as exc:  # a bad TTA_* variable: name it, no traceback
+        from service.problem_file import describe
+
+        err.print(f"[bold red]error:[/] settings: {describe(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     app()
 
 
