@@ -38,10 +38,14 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="`auto`, `cpu` or `cuda`.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
-        description="Training/inference dtype; `auto` = bf16 on GPUs and CPUs with native "
-        "bf16 (AVX-512-BF16/AMX), fp32 otherwise (emulated bf16 is >4x slower).",
+        description="Training/inference dtype; `auto` = bf16 on GPUs, fp32 on every CPU (even with native "
+        "bf16, its rounding exceeds the divergence changes the trainer's guard decides on; see "
+        "service/runtime.auto_dtype_name).",
     )
     threads: int | None = Field(None, description="torch intra-op threads; default: all cores.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="Log level of every `tta` command (logs go to stderr)."
+    )
     sandbox: Literal["bwrap", "unsafe"] = Field(
         "bwrap",
         description="`bwrap` isolates model-written code with bubblewrap and refuses to run "
