@@ -8,6 +8,7 @@ import httpx
 from pydantic import TypeAdapter, ValidationError
 
 from sandbox.errors import VerifierUnreachable
+from sandbox.retry import call_with_retries
 from sandbox.specs import VerifierSpec
 from sandbox.verifiers import Verification
 
@@ -22,9 +23,10 @@ class RemoteVerifier:
     Raises VerifierUnreachable when the server cannot be reached, times out, or
     answers something other than a list of Verification (with the server's message).
 
-    A request that fails in transport (refused, reset, cut off: the server restarting) is
-    sent again up to `retries` times, `retry_backoff_s` apart, doubling: verification is a
-    pure function of the attempt, so running it twice is harmless.
+    A request that fails in transport (refused, reset, cut off: the server restarting; or
+    timed out) is sent again up to `retries` times, `retry_backoff_s` apart, doubling; an
+    answer, whatever its status, is not. Verification is a pure function of the attempt,
+    so running it twice is harmless.
     """
 
     def __init__(self, url: str, *, timeout_s: float = 300.0, retries: int = 3, retry_backoff_s: float = 0.5,
@@ -58,17 +60,15 @@ class RemoteVerifier:
             "responses": responses,
             "truncated": truncated,
         }
-        for attempt in range(self.retries + 1):
-            try:
-                resp = self._client.post("/v1/verify", json=body)
-                break
-            except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise VerifierUnreachable(f"sandbox server {self.url} unreachable after {attempt + 1} tries: "
-                                              f"{type(exc).__name__}: {exc}") from None
-                time.sleep(self.retry_backoff_s * 2**attempt)
-            except httpx.HTTPError as exc:
-                raise VerifierUnreachable(f"sandbox server {self.url} unreachable: {type(exc).__name__}: {exc}") from None
+        tries = self.retries + 1
+        try:
+            resp = call_with_retries(lambda: self._client.post("/v1/verify", json=body),
+                                     retry_on=httpx.TransportError, tries=tries, backoff_s=self.retry_backoff_s)
+        except httpx.TransportError as exc:
+            raise VerifierUnreachable(f"sandbox server {self.url} unreachable after {tries} tries: "
+                                      f"{type(exc).__name__}: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise VerifierUnreachable(f"sandbox server {self.url} unreachable: {type(exc).__name__}: {exc}") from None
         if resp.status_code != 200:
             raise VerifierUnreachable(f"sandbox server {self.url} answered HTTP {resp.status_code}: {resp.text[:500]}")
         try:

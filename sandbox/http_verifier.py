@@ -28,9 +28,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from sandbox.errors import HttpVerifierRefused, VerifierUnreachable
+from sandbox.retry import call_with_retries
 
 SIGNATURE_HEADER = "X-TTA-Signature"
 _MAX_BODY = 1 << 20
+
+
+class _ServerError(Exception):
+    """A 5xx answer, tried again like a failure in transport."""
 
 
 class HttpPolicy(BaseModel):
@@ -119,8 +124,9 @@ def call_http_verifier(
 ) -> RemoteVerdict:
     """POSTs `payload` (plus `sent_at`) and returns the parsed answer.
 
-    Raises HttpVerifierRefused (policy), VerifierUnreachable (network, 5xx after
-    retries, non-JSON or malformed answer, redirects).
+    A request that fails (refused, reset, timed out) or is answered 5xx is sent again, up
+    to `retries` times, at once. Raises HttpVerifierRefused (policy), VerifierUnreachable
+    (network or 5xx once the tries are spent, non-JSON or malformed answer, redirects).
     """
     address = check_target(url, policy)
     parts = urlsplit(url)
@@ -138,25 +144,27 @@ def call_http_verifier(
     if policy.secret is not None:
         headers[SIGNATURE_HEADER] = sign(policy.secret.get_secret_value(), body)
     timeout = min(timeout_s, policy.max_timeout_s)
-    last_error = "no attempt made"
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport) as client:
-        for _attempt in range(retries + 1):
-            try:
-                resp = client.post(target, content=body, headers=headers)
-            except httpx.HTTPError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                continue
+
+        def post() -> httpx.Response:
+            resp = client.post(target, content=body, headers=headers)
             if resp.status_code >= 500:
-                last_error = f"HTTP {resp.status_code}"
-                continue
-            if 300 <= resp.status_code < 400:
-                raise VerifierUnreachable(f"the verifier answered a redirect (HTTP {resp.status_code}); redirects are not followed")
-            if resp.status_code != 200:
-                raise VerifierUnreachable(f"the verifier answered HTTP {resp.status_code}")
-            if len(resp.content) > _MAX_BODY:
-                raise VerifierUnreachable("the verifier's answer is too large")
-            try:
-                return RemoteVerdict.model_validate_json(resp.content)
-            except ValidationError as exc:
-                raise VerifierUnreachable(f"malformed verifier answer: {exc.errors()[0]['msg']}") from None
-    raise VerifierUnreachable(f"the verifier at {url} did not answer after {retries + 1} attempts ({last_error})")
+                raise _ServerError(f"HTTP {resp.status_code}")
+            return resp
+
+        try:
+            # at once: the attempt's verification waits on this, and each try may take `timeout`
+            resp = call_with_retries(post, retry_on=(httpx.HTTPError, _ServerError), tries=retries + 1, backoff_s=0.0)
+        except (httpx.HTTPError, _ServerError) as exc:
+            last_error = str(exc) if isinstance(exc, _ServerError) else f"{type(exc).__name__}: {exc}"
+            raise VerifierUnreachable(f"the verifier at {url} did not answer after {retries + 1} attempts ({last_error})") from None
+    if 300 <= resp.status_code < 400:
+        raise VerifierUnreachable(f"the verifier answered a redirect (HTTP {resp.status_code}); redirects are not followed")
+    if resp.status_code != 200:
+        raise VerifierUnreachable(f"the verifier answered HTTP {resp.status_code}")
+    if len(resp.content) > _MAX_BODY:
+        raise VerifierUnreachable("the verifier's answer is too large")
+    try:
+        return RemoteVerdict.model_validate_json(resp.content)
+    except ValidationError as exc:
+        raise VerifierUnreachable(f"malformed verifier answer: {exc.errors()[0]['msg']}") from None

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MIB = 1024 * 1024  # the limits below are given in MiB
+
 
 class SandboxLimits(BaseModel):
     """Limits applied to every sandboxed run (one run = all test cases of one attempt).

@@ -120,11 +120,11 @@ def sandbox_serve(
     (point them at it with TTA_SANDBOX_URL)."""
     import uvicorn
 
-    from sandbox import SandboxLimits, create_app
+    from sandbox import create_app
     from service.settings import get_settings
 
     settings = get_settings()
-    limits = SandboxLimits(mode=settings.sandbox)
+    limits = settings.sandbox_limits
     uvicorn.run(create_app(limits, settings.http_policy, max_parallel=parallel), host=host, port=port,
                 log_level="info")
 

@@ -82,14 +82,13 @@ def build_verifier(settings: Settings):
     """In-process sandbox, or the remote sandbox service when TTA_SANDBOX_URL is set."""
     from functools import partial
 
-    from sandbox.limits import SandboxLimits
     from sandbox.verifiers import verify_many
 
     if settings.sandbox_url:
         from sandbox.client import RemoteVerifier
 
         return RemoteVerifier(settings.sandbox_url).verify_many_or_errors
-    return partial(verify_many, limits=SandboxLimits(mode=settings.sandbox), http_policy=settings.http_policy)
+    return partial(verify_many, limits=settings.sandbox_limits, http_policy=settings.http_policy)
 
 
 def build_solver_deps(settings: Settings, lm: LoadedModel | None = None):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from sandbox.http_verifier import HttpPolicy
+    from sandbox.limits import SandboxLimits
 
 
 def _default_cache_dir() -> Path:
@@ -18,6 +19,15 @@ def _default_cache_dir() -> Path:
 
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "tta"
+
+
+def _sandbox_limit(name: str, description: str) -> Any:
+    """The field `name` of sandbox.SandboxLimits, its default and bounds as declared there."""
+    from pydantic.fields import FieldInfo
+
+    from sandbox.limits import SandboxLimits
+
+    return FieldInfo.merge_field_infos(SandboxLimits.model_fields[name], description=description)
 
 
 class Settings(BaseSettings):
@@ -55,6 +65,20 @@ class Settings(BaseSettings):
         None, description="If set, verify through a remote `tta sandbox serve` at this URL."
     )
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded Redis.")
+
+    # ---- sandbox limits (sandbox/limits.py), wherever verification runs ----
+    sandbox_cpu_s: int = _sandbox_limit(
+        "cpu_s", "CPU seconds of one attempt's sandboxed process, all its test cases together (RLIMIT_CPU)."
+    )
+    sandbox_memory_mb: int = _sandbox_limit(
+        "memory_mb", "Address space of each sandboxed process in MiB (RLIMIT_AS): virtual, not resident, memory."
+    )
+    sandbox_wall_timeout_s: float = _sandbox_limit(
+        "wall_timeout_s", "Wall-clock limit of one attempt's sandboxed run; its process tree is killed when it passes."
+    )
+    sandbox_output_cap_bytes: int = _sandbox_limit(
+        "output_cap_bytes", "Bytes kept of a run's stdout and of its stderr each; the rest is dropped, with a marker."
+    )
 
     # ---- vLLM engine (service/engines/vllm.py) ----
     vllm_gpu_memory_utilization: float = Field(
@@ -130,6 +154,16 @@ class Settings(BaseSettings):
 
         nets = tuple(n.strip() for n in self.http_verifier_allow_networks.split(",") if n.strip())
         return HttpPolicy(enabled=self.http_verifier == "on", secret=self.http_verifier_secret, allow_networks=nets)
+
+    @property
+    def sandbox_limits(self) -> SandboxLimits:
+        """The `sandbox.SandboxLimits` these settings describe (the limits not set here at their defaults)."""
+        from sandbox.limits import SandboxLimits
+
+        return SandboxLimits(
+            mode=self.sandbox, cpu_s=self.sandbox_cpu_s, memory_mb=self.sandbox_memory_mb,
+            wall_timeout_s=self.sandbox_wall_timeout_s, output_cap_bytes=self.sandbox_output_cap_bytes,
+        )
 
 
 @lru_cache

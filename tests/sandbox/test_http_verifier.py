@@ -5,49 +5,47 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from sandbox import HttpPolicy, HttpSpec, verify
 from sandbox.http_verifier import SIGNATURE_HEADER
+from tests.sandbox.local_http import QuietHandler, serving
 
 SECRET = "test-secret"
 
 
-class _Judge(BaseHTTPRequestHandler):
+class _Judge(QuietHandler):
     seen: list[dict] = []
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+        body = self.read_body()
         expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(self.headers.get(SIGNATURE_HEADER, ""), expected):
-            self.send_response(401)
-            self.end_headers()
+            self.reply(401)
             return
         data = json.loads(body)
         _Judge.seen.append(data)
         ok = data["response"].strip() == "42"
-        answer = {"verdict": "pass" if ok else "fail", "feedback": "" if ok else "Not the answer."}
-        out = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+        self.reply(200, {"verdict": "pass" if ok else "fail", "feedback": "" if ok else "Not the answer."})
 
-    def log_message(self, *args: object) -> None:
-        pass
+
+class _Overloaded(QuietHandler):
+    """Answers 503 to the first `failures` requests of a test, then passes every attempt."""
+
+    failures = 0
+    seen = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.read_body()
+        type(self).seen += 1
+        self.reply(503 if self.seen <= self.failures else 200, {"verdict": "pass"})
 
 
 @pytest.fixture()
 def judge_url():
-    server = HTTPServer(("127.0.0.1", 0), _Judge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/judge"
-    server.shutdown()
+    with serving(_Judge) as url:
+        yield f"{url}/judge"
 
 
 def _spec(url: str) -> HttpSpec:
@@ -86,3 +84,15 @@ def test_unreachable_is_an_error():
     policy = HttpPolicy(enabled=True, allow_networks=("127.0.0.1/32",))
     result = verify(_spec("http://127.0.0.1:9/none"), "42", http_policy=policy)
     assert result.verdict == "error" and "did not answer" in result.feedback
+
+
+@pytest.mark.parametrize(("retries", "verdict"), [(2, "pass"), (1, "error")])
+def test_a_5xx_is_tried_again_up_to_the_spec_retries(retries, verdict):
+    _Overloaded.failures, _Overloaded.seen = 2, 0
+    with serving(_Overloaded) as url:
+        spec = HttpSpec(type="http", url=f"{url}/judge", timeout_s=2, retries=retries)
+        result = verify(spec, "42", http_policy=HttpPolicy(enabled=True, allow_networks=("127.0.0.1/32",)))
+    assert result.verdict == verdict, result.feedback
+    assert _Overloaded.seen == retries + 1
+    if verdict == "error":
+        assert f"did not answer after {retries + 1} attempts (HTTP 503)" in result.feedback

@@ -10,7 +10,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from sandbox import MathSpec, PythonTestsSpec, RemoteVerifier, SandboxLimits, VerifierUnreachable, create_app
+from sandbox import MathSpec, PythonTestsSpec, RemoteVerifier, SandboxLimits, Verification, VerifierUnreachable, create_app
+from tests.sandbox.local_http import QuietHandler, serving
 
 SPEC = PythonTestsSpec(type="python_tests", format="stdio", cases=[{"input": "2\n", "output": "4\n"}])
 LIMITS = SandboxLimits(wall_timeout_s=10)
@@ -61,3 +62,43 @@ def test_unreachable_server_raises_typed_error():
     with RemoteVerifier(f"http://127.0.0.1:{_free_port()}", timeout_s=2) as remote:
         with pytest.raises(VerifierUnreachable, match="unreachable"):
             remote.verify(SPEC, "```python\nprint(4)\n```")
+
+
+class _Restarting(QuietHandler):
+    """Drops the first `drops` requests of a test without an answer (a server going down),
+    then answers `status` with one passing Verification."""
+
+    drops = 0
+    status = 200
+    seen = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.read_body()
+        type(self).seen += 1
+        if self.seen <= self.drops:
+            self.close_connection = True
+            return
+        answer = Verification(verdict="pass", kind="passed", score=1.0, passed=1, total=1, feedback="")
+        self.reply(self.status, [answer.model_dump(mode="json")])
+
+
+@pytest.fixture()
+def restarting():
+    _Restarting.drops, _Restarting.status, _Restarting.seen = 0, 200, 0
+    with serving(_Restarting) as url:
+        yield url
+
+
+def test_a_request_cut_off_is_sent_again(restarting):
+    _Restarting.drops = 2
+    with RemoteVerifier(restarting, timeout_s=5, retries=2, retry_backoff_s=0.01) as remote:
+        assert remote.verify(SPEC, "```python\nprint(4)\n```").verdict == "pass"
+    assert _Restarting.seen == 3
+
+
+def test_an_answer_is_not_sent_again_whatever_its_status(restarting):
+    _Restarting.status = 500
+    with RemoteVerifier(restarting, timeout_s=5, retries=2, retry_backoff_s=0.01) as remote:
+        with pytest.raises(VerifierUnreachable, match="answered HTTP 500"):
+            remote.verify(SPEC, "```python\nprint(4)\n```")
+    assert _Restarting.seen == 1
