@@ -67,6 +67,9 @@ CHUNK_TOKENS = 256
 # Give up on the round (keeping the best weights seen) once backtracking has shrunk the step
 # below lr * MIN_LR_FRAC: no useful step is left at that scale.
 MIN_LR_FRAC = 1 / 16
+# A prompt prefix common to a micro-batch is encoded once when it is at least this long;
+# below it the extra forward call costs more than the tokens it saves.
+MIN_SHARED_PREFIX = 16
 
 
 @dataclass
@@ -79,8 +82,12 @@ class TrainReport:
     backtracks: int = 0  # updates undone and redone at half the step
     final_lr: float = math.nan
     tokens: int = 0
-    teacher_s: float = 0.0
-    student_s: float = 0.0
+    teacher_s: float = 0.0  # the teacher's forward pass (once per round)
+    student_s: float = 0.0  # everything after it: the parts below, and bookkeeping
+    forward_s: float = 0.0  # student forward passes of the steps (with autograd)
+    backward_s: float = 0.0  # their backward passes
+    optimizer_s: float = 0.0  # clipping, the saved points, AdamW steps, backtracking restores
+    guard_s: float = 0.0  # the forward pass that measures the kept weights (no autograd)
 
 
 @dataclass
@@ -91,10 +98,20 @@ class _Packed:
     row_ptr: list[tuple[int, int]]  # per sample: (offset, length) into the flat tensors
 
 
+def _common_prefix(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with, capped one short of the shortest prompt."""
+    limit = min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return max(n, 0)
+
+
 class SDPOTrainer:
-    def __init__(self, pool: AdapterPool, device: torch.device | str = "cpu") -> None:
+    def __init__(self, pool: AdapterPool, device: torch.device | str = "cpu", share_prefix: bool = True) -> None:
         self.pool = pool
         self.device = torch.device(device)
+        self.share_prefix = share_prefix  # False: every sample encodes its whole prompt (the reference path)
         head = pool.base.get_output_embeddings()
         # The output layer runs in fp32 even when the body runs in bf16: log-probabilities
         # of a 150k vocabulary from bf16 logits are off by ~0.05 nats, larger than the
@@ -109,7 +126,16 @@ class SDPOTrainer:
 
     def _hidden(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
         """Final hidden states at the positions that predict each response token,
-        concatenated over samples: [sum(len(response)), hidden]."""
+        concatenated over samples: [sum(len(response)), hidden].
+
+        The prompt prefix the samples share (all of it for the student, whose n attempts answer
+        one prompt; the chat template and question for the teacher's reprompts) is encoded once
+        and its key/value cache reused by every sample, with autograd through it, instead of
+        once per sample. That is exact: the same attention over the same keys, only summed in
+        another order (tests/adapters/test_trainer.py compares the gradients)."""
+        shared = _common_prefix(prompts)
+        if self.share_prefix and len(prompts) > 1 and shared >= MIN_SHARED_PREFIX:
+            return self._hidden_shared(prompts, responses, shared)
         seqs = [p + r for p, r in zip(prompts, responses)]
         width = max(len(s) for s in seqs)
         ids = torch.zeros(len(seqs), width, dtype=torch.long)
@@ -120,6 +146,28 @@ class SDPOTrainer:
         out = self._body()(input_ids=ids.to(self.device), attention_mask=att.to(self.device))
         h = out.last_hidden_state
         picks = [h[i, len(p) - 1 : len(p) - 1 + len(r)] for i, (p, r) in enumerate(zip(prompts, responses))]
+        return torch.cat(picks, dim=0)
+
+    def _hidden_shared(self, prompts: list[list[int]], responses: list[list[int]], shared: int) -> torch.Tensor:
+        body = self._body()
+        pre = body(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True)
+        cache = pre.past_key_values
+        cache.batch_repeat_interleave(len(prompts))
+        tails = [p[shared:] + r for p, r in zip(prompts, responses)]
+        width = max(len(t) for t in tails)
+        ids = torch.zeros(len(tails), width, dtype=torch.long)
+        att = torch.zeros(len(tails), shared + width, dtype=torch.long)
+        att[:, :shared] = 1
+        for i, t in enumerate(tails):
+            ids[i, : len(t)] = torch.tensor(t)
+            att[i, shared : shared + len(t)] = 1
+        out = body(input_ids=ids.to(self.device), attention_mask=att.to(self.device), past_key_values=cache,
+                   use_cache=True)
+        h = out.last_hidden_state
+        # The shared prefix stops at least one token short of every prompt, so the position that
+        # predicts a response's first token (its prompt's last) lies in the tail.
+        picks = [h[i, len(p) - shared - 1 : len(p) - shared - 1 + len(r)]
+                 for i, (p, r) in enumerate(zip(prompts, responses))]
         return torch.cat(picks, dim=0)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -212,15 +260,19 @@ class SDPOTrainer:
         old: torch.Tensor | None,
         opts: SdpoOptions,
         backward: bool,
+        report: TrainReport | None = None,
     ) -> tuple[float, torch.Tensor]:
         """One pass over the round's samples. Returns (mean divergence, token log-probs);
-        accumulates gradients of the mean loss when `backward`."""
+        accumulates gradients of the mean loss when `backward`. Adds its forward and backward
+        seconds to `report`."""
+        fwd_s = bwd_s = 0.0
         n_tok = packed.tokens.numel()
         h_t, lse_t = teacher
         div_sum = 0.0
         s_toks = torch.empty(n_tok)
         self.pool.activate(adapter)
         for off, chunk in self._micro(samples, opts.micro_batch):
+            t = time.perf_counter()
             with torch.set_grad_enabled(backward):
                 h_s = self._hidden([s.student_prompt for s in chunk], [s.response for s in chunk])
                 total = h_s.new_zeros(())
@@ -236,8 +288,14 @@ class SDPOTrainer:
                     total = total + loss
                     div_sum += float(div)
                     s_toks[g0:g1] = s_tok
+                fwd_s += time.perf_counter() - t
                 if backward:
+                    t = time.perf_counter()
                     (total / n_tok).backward()
+                    bwd_s += time.perf_counter() - t
+        if report is not None:
+            report.forward_s += fwd_s
+            report.backward_s += bwd_s
         return div_sum / max(n_tok, 1), s_toks
 
     def train_round(self, adapter: Adapter, samples: list[DistillSample], opts: SdpoOptions) -> TrainReport:
@@ -263,7 +321,8 @@ class SDPOTrainer:
         accepted = 0
         for step in range(opts.steps):
             opt.zero_grad(set_to_none=True)
-            div, s_tok = self._pass(adapter, samples, packed, teacher, old, opts, backward=True)
+            div, s_tok = self._pass(adapter, samples, packed, teacher, old, opts, backward=True, report=report)
+            t_opt = time.perf_counter()
             if old is None:
                 old = s_tok  # the importance ratio's reference: the adapter as the round started
             report.step_divergence.append(div)
@@ -280,6 +339,7 @@ class SDPOTrainer:
                 lr *= 0.5
                 if lr < opts.lr * MIN_LR_FRAC:
                     report.collapsed = True
+                    report.optimizer_s += time.perf_counter() - t_opt
                     break
                 assert point is not None
                 self.pool.load_weights(adapter, point["weights"])
@@ -289,13 +349,16 @@ class SDPOTrainer:
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.step()
+            report.optimizer_s += time.perf_counter() - t_opt
         opt.zero_grad(set_to_none=True)
         del opt
         report.loss_before = report.step_divergence[0]
         report.final_lr = lr
         after = math.nan
         if not report.collapsed:
+            t = time.perf_counter()
             after, _ = self._pass(adapter, samples, packed, teacher, old, opts, backward=False)
+            report.guard_s = time.perf_counter() - t
         if not report.collapsed and after <= best_div:
             report.kept_step, report.loss_after = accepted + 1, after
         else:

@@ -105,3 +105,44 @@ def test_overshooting_step_is_undone_and_retried_smaller(tiny_deps, failed_attem
         assert all(torch.equal(p, base[n]) for n, p in d.pool.model.named_parameters() if "lora_" not in n)
     finally:
         d.pool.delete(adapter)
+
+
+def test_shared_prefix_encoding_gives_the_same_teacher_loss_and_gradients(tiny_deps, failed_attempt):
+    """Encoding a micro-batch's common prompt prefix once (student: the whole prompt; teacher:
+    up to where the feedback differs) is exact: the teacher's hidden states, the divergence,
+    the token log-probabilities and every LoRA gradient match the per-sample path."""
+    d = tiny_deps
+    samples, feedback = failed_attempt
+    other = prompts.render(d.tokenizer, prompts.messages(templates.reprompt(QUESTION, "Wrong answer on add(0, 0).")))
+    samples = [samples[0], DistillSample(samples[1].student_prompt, other, samples[1].response)]
+    adapter = d.pool.create("t-share", LoraOptions(rank=4, alpha=8), seed=0)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # lora_B starts at zero: move it so that the adapter shapes the outputs
+        for p in d.pool.parameters(adapter).values():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    params = d.pool.parameters(adapter)
+    opts = _opts(token_level=True)
+    got = {}
+    try:
+        for share in (False, True):
+            d.trainer.share_prefix = share
+            teacher = d.trainer.teacher_cache(adapter, samples, opts)
+            for p in params.values():
+                p.grad = None
+            div, toks = d.trainer._pass(adapter, samples, d.trainer._pack(samples), teacher, None, opts, backward=True)
+            got[share] = (teacher, div, toks, {n: p.grad.clone() for n, p in params.items()})
+    finally:
+        d.trainer.share_prefix = True
+        for p in params.values():
+            p.grad = None
+        d.pool.delete(adapter)
+    (h0, l0), div0, tok0, g0 = got[False]
+    (h1, l1), div1, tok1, g1 = got[True]
+    torch.testing.assert_close(h1, h0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tok1, tok0, rtol=1e-4, atol=1e-5)
+    assert div1 == pytest.approx(div0, rel=1e-4, abs=1e-7)
+    assert any(v.abs().max() > 0 for v in g0.values())
+    for n in g0:
+        scale = float(g0[n].abs().max()) + 1e-12
+        assert float((g1[n] - g0[n]).abs().max()) <= 1e-3 * scale, n
