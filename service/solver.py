@@ -19,8 +19,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from pydantic import BaseModel, Field
-
 from adapters.lifecycle import Adapter, AdapterPool, LoraSpec
 from adapters.sdpo import LossConfig
 from adapters.trainer import DistillSample, SDPOTrainer, TrainConfig
@@ -33,6 +31,7 @@ from service.schemas import (
     RoundTimings,
     SolveRequest,
     SolveResult,
+    SolveState,
     TrainStats,
 )
 
@@ -57,20 +56,6 @@ class SolverDeps:
     trainer: SDPOTrainer
     engine: Engine
     verify: Verifier
-
-
-class SolveState(BaseModel):
-    """Everything a job has accumulated after its last finished round: with the adapter
-    snapshot of that round, enough to resume the job exactly where it stood."""
-
-    attempts: list[AttemptRecord] = Field(default_factory=list)
-    rounds: list[RoundRecord] = Field(default_factory=list)
-    # per attempt: the completion's tokens (needed to distil it later)
-    tokens: list[list[int]] = Field(default_factory=list)
-    # multi_turn: per conversation, the message history / the feedback so far
-    conversations: list[list[dict[str, str]]] = Field(default_factory=list)
-    feedback: list[list[str]] = Field(default_factory=list)
-    elapsed_s: float = 0.0  # wall time spent before a resume (deadlines span restarts)
 
 
 # Called after every finished round with the state and the adapter snapshot (sdpo only),

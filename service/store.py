@@ -45,7 +45,7 @@ import redis
 from redis.exceptions import ResponseError, WatchError
 
 from service.errors import JobConflict, JobNotFound, LeaseLost, StoreUnavailable, TooManyJobs
-from service.schemas import SolveRequest, SolveResult
+from service.schemas import SolveRequest, SolveResult, SolveState
 
 log = logging.getLogger(__name__)
 
@@ -433,8 +433,6 @@ class Store:
 
     def load_checkpoint(self, jid: str):
         """(SolveState, adapter blob or None) of the last finished round, or None."""
-        from service.solver import SolveState
-
         raw = self.r.get(self.k_state(jid))
         if not raw:
             return None

@@ -27,7 +27,7 @@ import time
 from typing import Callable
 
 from service.errors import LeaseLost
-from service.schemas import SolveRequest
+from service.schemas import SolveRequest, SolveState
 from service.settings import Settings
 from service.store import FINAL, Store, cacheable, default_worker_name
 
@@ -116,7 +116,7 @@ class Worker:
 
     def process(self, entry_id: str, jid: str) -> None:
         from service.errors import JobNotFound
-        from service.solver import SolveState, Solver
+        from service.solver import Solver
 
         st = self.store
         delivery = st.deliveries(entry_id)

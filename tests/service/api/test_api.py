@@ -180,8 +180,7 @@ def _store(settings):
 
 def test_stale_worker_cannot_write_after_takeover(settings):
     from service.errors import LeaseLost
-    from service.schemas import AttemptRecord, RoundRecord, SolveRequest
-    from service.solver import SolveState
+    from service.schemas import AttemptRecord, RoundRecord, SolveRequest, SolveState
 
     st = _store(settings)
     sub = st.submit(SolveRequest.model_validate(job_body()), api_key_id="k", max_active=5)
