@@ -32,6 +32,7 @@ from service.api_models import (
     JobView,
 )
 from service.errors import AdapterNotFound, InvalidRequest, JobNotFound
+from service.events import DoneEvent
 from service.guards import ApiKeys, BodySizeLimit
 from service.metrics import Metrics
 from service.settings import Settings
@@ -272,8 +273,8 @@ def _sse(store: Store, job_id: str, after: str):
         quiet = 0
         for eid, ev in events:
             last = eid
-            yield f"id: {eid}\nevent: {ev['type']}\ndata: {json.dumps(ev)}\n\n"
-            if ev["type"] == "done":
+            yield f"id: {eid}\nevent: {ev.type}\ndata: {json.dumps(ev.model_dump(mode='json'))}\n\n"
+            if isinstance(ev, DoneEvent):
                 return
 
 

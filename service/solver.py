@@ -25,6 +25,7 @@ from adapters.trainer import DistillSample, SDPOTrainer, TrainConfig
 from sandbox.specs import VerifierSpec
 from service import prompts, templates
 from service.engines.base import Completion, Engine, SamplingParams
+from service.events import RoundStartEvent, SolverEvent, TrainedEvent, TrainingEvent, VerifiedEvent
 from service.schemas import (
     AttemptRecord,
     RoundRecord,
@@ -36,8 +37,6 @@ from service.schemas import (
 )
 
 log = logging.getLogger(__name__)
-
-Event = dict[str, Any]
 
 
 class Verifier(Protocol):
@@ -94,7 +93,7 @@ class Solver:
         req: SolveRequest,
         *,
         job_id: str | None = None,
-        on_event: Callable[[Event], None] | None = None,
+        on_event: Callable[[SolverEvent], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
         checkpoint: Checkpoint | None = None,
         resume: tuple[SolveState, bytes | None] | None = None,
@@ -102,8 +101,10 @@ class Solver:
         """Run the loop until an attempt passes or the budget is spent. Never raises for
         a problem inside the loop: the result says `failed` with the reason instead.
 
-        `resume` continues a job from a checkpoint (state + adapter snapshot); rounds
-        already recorded there are not run, nor counted, again."""
+        `on_event` gets each round's progress; the job's end is the result itself (a worker
+        stores it, with its `done` event, in one transaction). `resume` continues a job
+        from a checkpoint (state + adapter snapshot); rounds already recorded there are not
+        run, nor counted, again."""
         job_id = job_id or uuid.uuid4().hex
         emit = on_event or (lambda e: None)
         is_cancelled = cancelled or (lambda: False)
@@ -123,10 +124,7 @@ class Solver:
         finally:
             if adapter is not None:
                 self.d.pool.delete(adapter)
-        result = self._result(req, st, status, reason, t0)
-        emit({"type": "done", "status": result.status, "reason": result.reason,
-              "attempts_used": result.attempts_used, "solved_attempt": result.solved_attempt})
-        return result
+        return self._result(req, st, status, reason, t0)
 
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self, req, st: SolveState, adapter, t0, emit, is_cancelled, checkpoint) -> tuple[str, str | None]:
@@ -145,7 +143,7 @@ class Solver:
 
             rnd = len(st.rounds)
             n = min(s.n, b.max_attempts - used)
-            emit({"type": "round_start", "round": rnd, "attempts_used": used, "n": n})
+            emit(RoundStartEvent(round=rnd, attempts_used=used, n=n))
             timings = RoundTimings()
 
             t = time.monotonic()
@@ -170,20 +168,20 @@ class Solver:
             record = RoundRecord(round=rnd, attempts=indices, passes=passes, timings=timings,
                                  adapter_version=adapter.version if adapter else None)
             st.rounds.append(record)
-            emit({"type": "verified", "round": rnd, "attempts_used": len(st.attempts), "passes": passes,
-                  "kinds": [st.attempts[i].kind for i in indices]})
+            emit(VerifiedEvent(round=rnd, attempts_used=len(st.attempts), passes=passes,
+                               kinds=[st.attempts[i].kind for i in indices]))
             if passes:
                 return "solved", None
 
             more_to_come = len(st.attempts) < b.max_attempts and (b.max_rounds is None or len(st.rounds) < b.max_rounds)
             if req.strategy == "sdpo" and adapter is not None and more_to_come and req.sdpo.steps > 0:
-                emit({"type": "training", "round": rnd, "steps": req.sdpo.steps})
+                emit(TrainingEvent(round=rnd, steps=req.sdpo.steps))
                 t = time.monotonic()
                 record.train = self._train(req, st, adapter, rnd)
                 timings.train_s = time.monotonic() - t
                 record.adapter_version = adapter.version
-                emit({"type": "trained", "round": rnd, "loss_before": record.train.loss_before,
-                      "loss_after": record.train.loss_after, "collapsed": record.train.collapsed})
+                emit(TrainedEvent(round=rnd, loss_before=record.train.loss_before,
+                                  loss_after=record.train.loss_after, collapsed=record.train.collapsed))
             elif req.strategy == "multi_turn":
                 self._extend_conversations(req, st, batch, indices, conv_of)
             if checkpoint is not None:

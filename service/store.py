@@ -45,6 +45,15 @@ import redis
 from redis.exceptions import ResponseError, WatchError
 
 from service.errors import JobConflict, JobNotFound, LeaseLost, StoreUnavailable, TooManyJobs
+from service.events import (
+    CancelRequestedEvent,
+    CheckpointEvent,
+    ClaimedEvent,
+    DoneEvent,
+    Event,
+    QueuedEvent,
+    parse_event,
+)
 from service.schemas import SolveRequest, SolveResult, SolveState
 
 log = logging.getLogger(__name__)
@@ -176,12 +185,12 @@ class Store:
         except redis.RedisError:
             return False
 
-    def _event(self, pipe, jid: str, event: dict) -> None:
-        event = {"ts": round(time.time(), 3), **event}
-        pipe.xadd(self.k_events(jid), {"type": event["type"], "data": json.dumps(event)},
+    def _event(self, pipe, jid: str, event: Event) -> None:
+        stamped = event.model_copy(update={"ts": round(time.time(), 3)})
+        pipe.xadd(self.k_events(jid), {"type": event.type, "data": json.dumps(stamped.model_dump(mode="json"))},
                   maxlen=self.events_maxlen, approximate=True)
 
-    def add_event(self, jid: str, event: dict) -> None:
+    def add_event(self, jid: str, event: Event) -> None:
         self._event(self.r, jid, event)
 
     # -- submit --------------------------------------------------------------------------------
@@ -228,9 +237,8 @@ class Store:
                                           result=json.dumps(result), cached_from=src, finished_at=now,
                                           started_at=now)
                             pipe.hset(self.k_job(jid), mapping=record)
-                            self._event(pipe, jid, {"type": "done", "status": result["status"],
-                                                    "reason": result.get("reason"), "attempts_used": 0,
-                                                    "cached_from": src})
+                            self._event(pipe, jid, DoneEvent(status=result["status"], reason=result.get("reason"),
+                                                             attempts_used=0, cached_from=src))
                             pipe.hincrby(self.k_by_status, result["status"], 1)
                             pipe.hincrby(self.k_stats, "cache_hits", 1)
                             for k in (self.k_job(jid), self.k_events(jid)):
@@ -239,7 +247,7 @@ class Store:
                             pipe.hset(self.k_job(jid), mapping=record)
                             pipe.sadd(k_active, jid)
                             pipe.expire(k_active, self.job_ttl_s)
-                            self._event(pipe, jid, {"type": "queued", "attempts_used": 0})
+                            self._event(pipe, jid, QueuedEvent(attempts_used=0))
                             pipe.xadd(self.queue, {"job": jid})
                             pipe.hincrby(self.k_by_status, "queued", 1)
                         if k_idem:
@@ -293,13 +301,13 @@ class Store:
     def cancel_requested(self, jid: str) -> bool:
         return bool(self.r.exists(self.k_cancel(jid)))
 
-    def events(self, jid: str, after: str = "0-0", block_ms: int | None = None, count: int = 100) -> list[tuple[str, dict]]:
+    def events(self, jid: str, after: str = "0-0", block_ms: int | None = None, count: int = 100) -> list[tuple[str, Event]]:
         """Events after stream id `after` (exclusive); waits up to `block_ms` when none."""
         res = self.r.xread({self.k_events(jid): after}, count=count, block=block_ms)
         out = []
         for _stream, entries in res or []:
             for eid, fields in entries:
-                out.append((_s(eid), json.loads(fields[b"data"])))
+                out.append((_s(eid), parse_event(fields[b"data"])))
         return out
 
     def wait_final(self, jid: str, timeout_s: float) -> dict:
@@ -343,11 +351,11 @@ class Store:
                         pipe.srem(self.k_active(api_key), jid)
                         pipe.hincrby(self.k_by_status, "queued", -1)
                         pipe.hincrby(self.k_by_status, "cancelled", 1)
-                        self._event(pipe, jid, {"type": "done", "status": "cancelled",
-                                                "reason": "cancelled by request before it started", "attempts_used": 0})
+                        self._event(pipe, jid, DoneEvent(status="cancelled", reason="cancelled by request before it started",
+                                                         attempts_used=0))
                         self._expire_job(pipe, jid)
                     else:
-                        self._event(pipe, jid, {"type": "cancel_requested"})
+                        self._event(pipe, jid, CancelRequestedEvent())
                     pipe.execute()
                     return "cancelled" if status == "queued" else status
                 except WatchError:
@@ -423,8 +431,8 @@ class Store:
                     if job["status"] == "queued":
                         pipe.hincrby(self.k_by_status, "queued", -1)
                         pipe.hincrby(self.k_by_status, "running", 1)
-                    self._event(pipe, jid, {"type": "claimed", "worker": worker, "delivery": delivery,
-                                            "resumed_from_round": int(job.get("rounds_done") or 0)})
+                    self._event(pipe, jid, ClaimedEvent(worker=worker, delivery=delivery,
+                                                        resumed_from_round=int(job.get("rounds_done") or 0)))
                     pipe.execute()
                     job.update({k2: str(v) for k2, v in fields.items()})
                     return epoch, job
@@ -483,8 +491,7 @@ class Store:
                     pipe.delete(self.k_adapter(jid, rnd - self.adapters_kept))
                 fields["adapter_round"] = rnd
             pipe.hset(self.k_job(jid), mapping=fields)
-            self._event(pipe, jid, {"type": "checkpoint", "round": rnd, "attempts_used": len(state.attempts),
-                                    "adapter": blob is not None})
+            self._event(pipe, jid, CheckpointEvent(round=rnd, attempts_used=len(state.attempts), adapter=blob is not None))
 
         self._fenced(jid, epoch, write)
 
@@ -503,8 +510,8 @@ class Store:
             pipe.srem(self.k_active(job["api_key"]), jid)
             pipe.hincrby(self.k_by_status, "running", -1)
             pipe.hincrby(self.k_by_status, result.status, 1)
-            self._event(pipe, jid, {"type": "done", "status": result.status, "reason": result.reason,
-                                    "attempts_used": result.attempts_used, "solved_attempt": result.solved_attempt})
+            self._event(pipe, jid, DoneEvent(status=result.status, reason=result.reason,
+                                             attempts_used=result.attempts_used, solved_attempt=result.solved_attempt))
             self._expire_job(pipe, jid)
             if job.get("adapter_round") is not None:
                 for r in range(max(0, job["adapter_round"] - self.adapters_kept + 1), job["adapter_round"] + 1):
@@ -532,7 +539,7 @@ class Store:
                         pipe.srem(self.k_active(api_key), jid)
                         pipe.hincrby(self.k_by_status, status, -1)
                         pipe.hincrby(self.k_by_status, "failed", 1)
-                        self._event(pipe, jid, {"type": "done", "status": "failed", "reason": reason})
+                        self._event(pipe, jid, DoneEvent(status="failed", reason=reason))
                         pipe.delete(self.k_state(jid))
                         self._expire_job(pipe, jid)
                     pipe.xack(self.queue, GROUP, entry_id)

@@ -27,6 +27,7 @@ import time
 from typing import Callable
 
 from service.errors import LeaseLost
+from service.events import SolverEvent
 from service.schemas import SolveRequest, SolveState
 from service.settings import Settings
 from service.store import FINAL, Store, cacheable, default_worker_name
@@ -164,12 +165,11 @@ class Worker:
                 except Exception:
                     log.exception("heartbeat of %s failed", jid)
 
-        def on_event(e: dict) -> None:
-            if e.get("type") != "done":  # `done` is written with the final record, atomically
-                try:
-                    st.add_event(jid, e)
-                except Exception:
-                    log.exception("event of %s not stored", jid)
+        def on_event(e: SolverEvent) -> None:
+            try:
+                st.add_event(jid, e)
+            except Exception:
+                log.exception("event of %s not stored", jid)
 
         def checkpoint(state, blob) -> None:
             try:
