@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import redis
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 
 from service.errors import JobConflict, JobNotFound, LeaseLost, StoreUnavailable, TooManyJobs
 from service.events import (
@@ -204,58 +204,50 @@ class Store:
         now = time.time()
         k_active = self.k_active(api_key_id)
         k_idem = self.k_idem(api_key_id, idempotency_key) if idempotency_key else None
+
+        def tx(pipe) -> Submitted:
+            if k_idem:
+                existing = _s(pipe.get(k_idem))
+                status = _s(pipe.hget(self.k_job(existing), "status")) if existing else None
+                if status:
+                    return Submitted(existing, status, False)
+            cached = self._cache_lookup(fingerprint_) if fingerprint_ and use_cache else None
+            if cached is None and pipe.scard(k_active) >= max_active:
+                raise TooManyJobs(f"this API key already has {max_active} queued or running jobs (the limit); "
+                                  "wait for one to finish or cancel one", details={"limit": max_active})
+            record = {
+                "id": jid, "status": "queued", "request": req.model_dump_json(),
+                "created_at": now, "attempts_used": 0, "rounds_done": 0, "epoch": 0,
+                "deliveries": 0, "api_key": api_key_id, "fingerprint": fingerprint_ or "",
+                "init_adapter_from": init_adapter_from or "", "idempotency_key": idempotency_key or "",
+            }
+            pipe.multi()
+            if cached is not None:
+                src, result = cached
+                record.update(status=result["status"], reason=result.get("reason") or "",
+                              result=json.dumps(result), cached_from=src, finished_at=now, started_at=now)
+                pipe.hset(self.k_job(jid), mapping=record)
+                self._event(pipe, jid, DoneEvent(status=result["status"], reason=result.get("reason"),
+                                                 attempts_used=0, cached_from=src))
+                pipe.hincrby(self.k_by_status, result["status"], 1)
+                pipe.hincrby(self.k_stats, "cache_hits", 1)
+                for k in (self.k_job(jid), self.k_events(jid)):
+                    pipe.expire(k, self.job_ttl_s)
+            else:
+                pipe.hset(self.k_job(jid), mapping=record)
+                pipe.sadd(k_active, jid)
+                pipe.expire(k_active, self.job_ttl_s)
+                self._event(pipe, jid, QueuedEvent(attempts_used=0))
+                pipe.xadd(self.queue, {"job": jid})
+                pipe.hincrby(self.k_by_status, "queued", 1)
+            if k_idem:
+                pipe.set(k_idem, jid, ex=self.idempotency_ttl_s)
+            return Submitted(jid, record["status"], True, cached[0] if cached else None)
+
         try:
-            with self.r.pipeline() as pipe:
-                while True:
-                    try:
-                        if k_idem:
-                            pipe.watch(k_idem)
-                            existing = _s(pipe.get(k_idem))
-                            status = _s(pipe.hget(self.k_job(existing), "status")) if existing else None
-                            if status:
-                                pipe.unwatch()
-                                return Submitted(existing, status, False)
-                        cached = self._cache_lookup(fingerprint_) if fingerprint_ and use_cache else None
-                        if cached is None:
-                            pipe.watch(k_active)
-                            if pipe.scard(k_active) >= max_active:
-                                pipe.unwatch()
-                                raise TooManyJobs(
-                                    f"this API key already has {max_active} queued or running jobs "
-                                    f"(the limit); wait for one to finish or cancel one",
-                                    details={"limit": max_active})
-                        record = {
-                            "id": jid, "status": "queued", "request": req.model_dump_json(),
-                            "created_at": now, "attempts_used": 0, "rounds_done": 0, "epoch": 0,
-                            "deliveries": 0, "api_key": api_key_id, "fingerprint": fingerprint_ or "",
-                            "init_adapter_from": init_adapter_from or "", "idempotency_key": idempotency_key or "",
-                        }
-                        pipe.multi()
-                        if cached is not None:
-                            src, result = cached
-                            record.update(status=result["status"], reason=result.get("reason") or "",
-                                          result=json.dumps(result), cached_from=src, finished_at=now,
-                                          started_at=now)
-                            pipe.hset(self.k_job(jid), mapping=record)
-                            self._event(pipe, jid, DoneEvent(status=result["status"], reason=result.get("reason"),
-                                                             attempts_used=0, cached_from=src))
-                            pipe.hincrby(self.k_by_status, result["status"], 1)
-                            pipe.hincrby(self.k_stats, "cache_hits", 1)
-                            for k in (self.k_job(jid), self.k_events(jid)):
-                                pipe.expire(k, self.job_ttl_s)
-                        else:
-                            pipe.hset(self.k_job(jid), mapping=record)
-                            pipe.sadd(k_active, jid)
-                            pipe.expire(k_active, self.job_ttl_s)
-                            self._event(pipe, jid, QueuedEvent(attempts_used=0))
-                            pipe.xadd(self.queue, {"job": jid})
-                            pipe.hincrby(self.k_by_status, "queued", 1)
-                        if k_idem:
-                            pipe.set(k_idem, jid, ex=self.idempotency_ttl_s)
-                        pipe.execute()
-                        return Submitted(jid, record["status"], True, cached[0] if cached else None)
-                    except WatchError:
-                        continue
+            # the idempotency key and the active set are watched: a concurrent submit that
+            # takes the key or the last slot makes this one read again
+            return self.r.transaction(tx, *filter(None, (k_idem, k_active)), value_from_callable=True)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # the cause (with Redis's address) is logged, not handed to the client
             log.warning("submit: Redis unreachable: %s", exc)
@@ -331,35 +323,32 @@ class Store:
         """Cancel a job: a queued one ends at once; a running one gets the flag its worker
         polls between phases (effective within one round). Returns the status after."""
         k = self.k_job(jid)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(k)
-                    status = _s(pipe.hget(k, "status"))
-                    if status is None:
-                        raise JobNotFound(f"no job {jid!r} (unknown, or expired)", details={"id": jid})
-                    if status in FINAL:
-                        raise JobConflict(f"job {jid} has already finished ({status}); there is nothing to cancel",
-                                          details={"id": jid, "status": status})
-                    api_key = _s(pipe.hget(k, "api_key"))
-                    pipe.multi()
-                    pipe.set(self.k_cancel(jid), 1, ex=self.job_ttl_s)
-                    if status == "queued":
-                        now = time.time()
-                        pipe.hset(k, mapping={"status": "cancelled", "reason": "cancelled by request before it started",
-                                              "finished_at": now})
-                        pipe.srem(self.k_active(api_key), jid)
-                        pipe.hincrby(self.k_by_status, "queued", -1)
-                        pipe.hincrby(self.k_by_status, "cancelled", 1)
-                        self._event(pipe, jid, DoneEvent(status="cancelled", reason="cancelled by request before it started",
-                                                         attempts_used=0))
-                        self._expire_job(pipe, jid)
-                    else:
-                        self._event(pipe, jid, CancelRequestedEvent())
-                    pipe.execute()
-                    return "cancelled" if status == "queued" else status
-                except WatchError:
-                    continue
+
+        def tx(pipe) -> str:
+            status = _s(pipe.hget(k, "status"))
+            if status is None:
+                raise JobNotFound(f"no job {jid!r} (unknown, or expired)", details={"id": jid})
+            if status in FINAL:
+                raise JobConflict(f"job {jid} has already finished ({status}); there is nothing to cancel",
+                                  details={"id": jid, "status": status})
+            api_key = _s(pipe.hget(k, "api_key"))
+            pipe.multi()
+            pipe.set(self.k_cancel(jid), 1, ex=self.job_ttl_s)
+            if status == "queued":
+                now = time.time()
+                pipe.hset(k, mapping={"status": "cancelled", "reason": "cancelled by request before it started",
+                                      "finished_at": now})
+                pipe.srem(self.k_active(api_key), jid)
+                pipe.hincrby(self.k_by_status, "queued", -1)
+                pipe.hincrby(self.k_by_status, "cancelled", 1)
+                self._event(pipe, jid, DoneEvent(status="cancelled", reason="cancelled by request before it started",
+                                                 attempts_used=0))
+                self._expire_job(pipe, jid)
+            else:
+                self._event(pipe, jid, CancelRequestedEvent())
+            return "cancelled" if status == "queued" else status
+
+        return self.r.transaction(tx, k, value_from_callable=True)
 
     def _expire_job(self, pipe, jid: str) -> None:
         for k in (self.k_job(jid), self.k_attempts(jid), self.k_events(jid), self.k_cancel(jid)):
@@ -412,32 +401,29 @@ class Store:
         """Become the job's owner: bump its epoch (fencing any earlier owner). None when the
         job is gone or already final (its queue entry is then just acknowledged)."""
         k = self.k_job(jid)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(k)
-                    job = pipe.hgetall(k)
-                    if not job:
-                        return None
-                    job = {_s(a): _s(b) for a, b in job.items()}
-                    if job["status"] in FINAL:
-                        return None
-                    epoch = int(job.get("epoch") or 0) + 1
-                    pipe.multi()
-                    fields = {"status": "running", "owner": worker, "epoch": epoch, "deliveries": delivery}
-                    if not job.get("started_at"):
-                        fields["started_at"] = time.time()
-                    pipe.hset(k, mapping=fields)
-                    if job["status"] == "queued":
-                        pipe.hincrby(self.k_by_status, "queued", -1)
-                        pipe.hincrby(self.k_by_status, "running", 1)
-                    self._event(pipe, jid, ClaimedEvent(worker=worker, delivery=delivery,
-                                                        resumed_from_round=int(job.get("rounds_done") or 0)))
-                    pipe.execute()
-                    job.update({k2: str(v) for k2, v in fields.items()})
-                    return epoch, job
-                except WatchError:
-                    continue
+
+        def tx(pipe) -> tuple[int, dict] | None:
+            job = pipe.hgetall(k)
+            if not job:
+                return None
+            job = {_s(a): _s(b) for a, b in job.items()}
+            if job["status"] in FINAL:
+                return None
+            epoch = int(job.get("epoch") or 0) + 1
+            pipe.multi()
+            fields = {"status": "running", "owner": worker, "epoch": epoch, "deliveries": delivery}
+            if not job.get("started_at"):
+                fields["started_at"] = time.time()
+            pipe.hset(k, mapping=fields)
+            if job["status"] == "queued":
+                pipe.hincrby(self.k_by_status, "queued", -1)
+                pipe.hincrby(self.k_by_status, "running", 1)
+            self._event(pipe, jid, ClaimedEvent(worker=worker, delivery=delivery,
+                                                resumed_from_round=int(job.get("rounds_done") or 0)))
+            job.update({k2: str(v) for k2, v in fields.items()})
+            return epoch, job
+
+        return self.r.transaction(tx, k, value_from_callable=True)
 
     def load_checkpoint(self, jid: str):
         """(SolveState, adapter blob or None) of the last finished round, or None."""
@@ -449,21 +435,18 @@ class Store:
         return state, (got[1] if got else None)
 
     def _fenced(self, jid: str, epoch: int, write) -> None:
-        """Run `write(pipe)` in MULTI/EXEC iff the job's epoch is still `epoch`."""
+        """Run `write(pipe)` in MULTI/EXEC iff the job's epoch is still `epoch`. A claim by
+        another worker bumps the epoch: the watch fails, and the retry raises `LeaseLost`."""
         k = self.k_job(jid)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(k)
-                    now = int(pipe.hget(k, "epoch") or -1)
-                    if now != epoch:
-                        raise LeaseLost(f"job {jid} is owned by another worker now (epoch {now}, ours {epoch})")
-                    pipe.multi()
-                    write(pipe)
-                    pipe.execute()
-                    return
-                except WatchError:
-                    continue
+
+        def tx(pipe) -> None:
+            now = int(pipe.hget(k, "epoch") or -1)
+            if now != epoch:
+                raise LeaseLost(f"job {jid} is owned by another worker now (epoch {now}, ours {epoch})")
+            pipe.multi()
+            write(pipe)
+
+        self.r.transaction(tx, k, value_from_callable=True)
 
     def _progress(self, pipe, jid: str, attempts: list, rounds: list, stored: int, stored_rounds: int) -> None:
         new = attempts[stored:]
@@ -526,28 +509,24 @@ class Store:
     def fail(self, jid: str, entry_id: str, reason: str) -> None:
         """Mark a job failed outside any lease (e.g. too many deliveries) and drop its entry."""
         k = self.k_job(jid)
-        with self.r.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(k)
-                    status = _s(pipe.hget(k, "status"))
-                    api_key = _s(pipe.hget(k, "api_key"))
-                    pipe.multi()
-                    if status is not None and status not in FINAL:
-                        pipe.hset(k, mapping={"status": "failed", "reason": reason, "finished_at": time.time()})
-                        pipe.hincrby(k, "epoch", 1)  # fence any worker still holding it
-                        pipe.srem(self.k_active(api_key), jid)
-                        pipe.hincrby(self.k_by_status, status, -1)
-                        pipe.hincrby(self.k_by_status, "failed", 1)
-                        self._event(pipe, jid, DoneEvent(status="failed", reason=reason))
-                        pipe.delete(self.k_state(jid))
-                        self._expire_job(pipe, jid)
-                    pipe.xack(self.queue, GROUP, entry_id)
-                    pipe.xdel(self.queue, entry_id)
-                    pipe.execute()
-                    return
-                except WatchError:
-                    continue
+
+        def tx(pipe) -> None:
+            status = _s(pipe.hget(k, "status"))
+            api_key = _s(pipe.hget(k, "api_key"))
+            pipe.multi()
+            if status is not None and status not in FINAL:
+                pipe.hset(k, mapping={"status": "failed", "reason": reason, "finished_at": time.time()})
+                pipe.hincrby(k, "epoch", 1)  # fence any worker still holding it
+                pipe.srem(self.k_active(api_key), jid)
+                pipe.hincrby(self.k_by_status, status, -1)
+                pipe.hincrby(self.k_by_status, "failed", 1)
+                self._event(pipe, jid, DoneEvent(status="failed", reason=reason))
+                pipe.delete(self.k_state(jid))
+                self._expire_job(pipe, jid)
+            pipe.xack(self.queue, GROUP, entry_id)
+            pipe.xdel(self.queue, entry_id)
+
+        self.r.transaction(tx, k, value_from_callable=True)
 
     # -- workers and metrics ---------------------------------------------------------------------
     def worker_heartbeat(self, name: str, info: dict) -> None:
