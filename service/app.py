@@ -36,7 +36,7 @@ from service.events import DoneEvent
 from service.guards import ApiKeys, BodySizeLimit
 from service.metrics import Metrics
 from service.settings import Settings
-from service.store import FINAL, Store, fingerprint
+from service.store import JobRecord, Store, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +102,21 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(keys)], responses=ERRORS)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def view(job: dict, raw_json: bool = False) -> dict:
+    def view(job: JobRecord, raw_json: bool = False) -> dict:
         """The JobView of a store record; `raw_json`: request/result stay JSON text (`_RawJSON`)."""
-        req = json.loads(job["request"])
+        req = json.loads(job.request)
         return {
-            **{k: job.get(k) for k in ("id", "status", "attempts_used", "rounds_done", "created_at", "started_at",
-                                       "finished_at", "deliveries", "adapter_round")},
-            "reason": job.get("reason") or None,
+            **{k: getattr(job, k) for k in ("id", "status", "attempts_used", "rounds_done", "created_at", "started_at",
+                                            "finished_at", "deliveries", "adapter_round")},
+            "reason": job.reason,
             "strategy": req["strategy"],
             "max_attempts": req["budget"]["max_attempts"],
-            "owner": job.get("owner") or None,
-            "cached_from": job.get("cached_from") or None,
-            "init_adapter_from": job.get("init_adapter_from") or None,
-            "cancel_requested": job["status"] not in FINAL and store.cancel_requested(job["id"]),
-            "request": _Raw(job["request"]) if raw_json else req,
-            "result": (_Raw(job["result"]) if raw_json else json.loads(job["result"])) if job.get("result") else None,
+            "owner": job.owner,
+            "cached_from": job.cached_from,
+            "init_adapter_from": job.init_adapter_from,
+            "cancel_requested": not job.is_final and store.cancel_requested(job.id),
+            "request": _Raw(job.request) if raw_json else req,
+            "result": (_Raw(job.result) if raw_json else json.loads(job.result)) if job.result else None,
         }
 
     def submit(body: JobCreate, kid: str):
@@ -156,7 +156,7 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
             return JSONResponse(JobAccepted(id=sub.id, status=sub.status, created=sub.created,
                                             cached_from=sub.cached_from).model_dump(), status_code=202)
         job = store.wait_final(sub.id, min(wait_s, settings.max_wait_s))
-        return JSONResponse(view(job), status_code=200 if job["status"] in FINAL else 202)
+        return JSONResponse(view(job), status_code=200 if job.is_final else 202)
 
     @v1.get("/jobs/{job_id}", response_model=None, summary="A job's status (and result once final)",
             responses={200: {"model": JobView}})
@@ -200,7 +200,7 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
         job = store.get_job(job_id)
         got = store.latest_adapter(job_id)
         if got is None:
-            strategy = json.loads(job["request"])["strategy"]
+            strategy = job.solve_request().strategy
             why = (f"strategy {strategy} trains no adapter" if strategy != "sdpo"
                    else "no training round has been checkpointed (yet), or the snapshot expired")
             raise AdapterNotFound(f"job {job_id} has no adapter snapshot: {why}", details={"id": job_id})
@@ -219,7 +219,7 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
 
         sub = submit(to_job(body, settings.model), kid)
         job = store.wait_final(sub.id, min(body.wait_s or settings.max_wait_s, settings.max_wait_s))
-        tail = [] if job.get("result") else store.attempts(sub.id, max(0, job["attempts_used"] - 1), 1)
+        tail = [] if job.result else store.attempts(sub.id, max(0, job.attempts_used - 1), 1)
         return to_completion(job, body.model, tail)
 
     @v1.get("/models", summary="OpenAI-compatible: the strategy:model names served")
@@ -267,7 +267,7 @@ def _sse(store: Store, job_id: str, after: str):
             quiet += 1
             if quiet % 5 == 0:
                 yield ": keep-alive\n\n"
-                if store.get_job(job_id)["status"] in FINAL and not store.events(job_id, last):
+                if store.get_job(job_id).is_final and not store.events(job_id, last):
                     return
             continue
         quiet = 0

@@ -39,9 +39,10 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import redis
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import ResponseError
 
 from service.errors import JobConflict, JobNotFound, LeaseLost, StoreUnavailable, TooManyJobs
@@ -54,7 +55,7 @@ from service.events import (
     QueuedEvent,
     parse_event,
 )
-from service.schemas import SolveRequest, SolveResult, SolveState
+from service.schemas import JobStatus, SolveRequest, SolveResult, SolveState
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,52 @@ def cacheable(result: SolveResult, req: SolveRequest) -> bool:
     # Only outcomes that the same request reproduces: solved, or a spent budget that is not
     # a wall-clock deadline. Cancelled and failed jobs are never cached.
     return result.status == "solved" or (result.status == "exhausted" and req.budget.deadline_s is None)
+
+
+class JobRecord(BaseModel):
+    """The job hash `P:job:{id}`, typed. Redis keeps every value as a string: `from_redis`
+    parses them, for every reader alike; `to_redis` is what HSET writes."""
+
+    model_config = ConfigDict(extra="ignore")  # a field a newer version added is not ours to read
+
+    id: str
+    status: JobStatus
+    request: str = Field(description="The SolveRequest as submitted, JSON.")
+    created_at: float
+    attempts_used: int = 0
+    rounds_done: int = 0
+    epoch: int = Field(0, description="The lease fence: every claim bumps it, and so does `fail`.")
+    deliveries: int = 0
+    api_key: str = Field(description="The submitter's key id (`key_id`), not the key.")
+    fingerprint: str | None = None
+    init_adapter_from: str | None = None
+    idempotency_key: str | None = None
+    reason: str | None = None
+    result: str | None = Field(None, description="The SolveResult JSON, once final.")
+    cached_from: str | None = None
+    finished_at: float | None = None
+    started_at: float | None = None
+    owner: str | None = None
+    adapter_round: int | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL
+
+    def solve_request(self) -> SolveRequest:
+        return SolveRequest.model_validate_json(self.request)
+
+    @classmethod
+    def from_redis(cls, raw: Mapping[bytes | str, bytes | str]) -> JobRecord | None:
+        """The record of an HGETALL reply; None for an empty one (no such job). An empty
+        string is how the hash says "none"."""
+        if not raw:
+            return None
+        return cls.model_validate({_s(k): _s(v) for k, v in raw.items() if v not in (b"", "")})
+
+    def to_redis(self, *names: str) -> dict[str, str | int | float]:
+        """The fields `names` (default: all) as HSET takes them, None as ''."""
+        return {n: "" if (v := getattr(self, n)) is None else v for n in names or type(self).model_fields}
 
 
 @dataclass
@@ -208,33 +255,26 @@ class Store:
         def tx(pipe) -> Submitted:
             if k_idem:
                 existing = _s(pipe.get(k_idem))
-                status = _s(pipe.hget(self.k_job(existing), "status")) if existing else None
-                if status:
-                    return Submitted(existing, status, False)
+                rec = self._record(pipe, existing) if existing else None
+                if rec is not None:
+                    return Submitted(existing, rec.status, False)
             cached = self._cache_lookup(fingerprint_) if fingerprint_ and use_cache else None
             if cached is None and pipe.scard(k_active) >= max_active:
                 raise TooManyJobs(f"this API key already has {max_active} queued or running jobs (the limit); "
                                   "wait for one to finish or cancel one", details={"limit": max_active})
-            record = {
-                "id": jid, "status": "queued", "request": req.model_dump_json(),
-                "created_at": now, "attempts_used": 0, "rounds_done": 0, "epoch": 0,
-                "deliveries": 0, "api_key": api_key_id, "fingerprint": fingerprint_ or "",
-                "init_adapter_from": init_adapter_from or "", "idempotency_key": idempotency_key or "",
-            }
+            record = dict(id=jid, status="queued", request=req.model_dump_json(), created_at=now, attempts_used=0,
+                          rounds_done=0, epoch=0, deliveries=0, api_key=api_key_id, fingerprint=fingerprint_,
+                          init_adapter_from=init_adapter_from, idempotency_key=idempotency_key)
             pipe.multi()
             if cached is not None:
                 src, result = cached
-                record.update(status=result["status"], reason=result.get("reason") or "",
-                              result=json.dumps(result), cached_from=src, finished_at=now, started_at=now)
-                pipe.hset(self.k_job(jid), mapping=record)
-                self._event(pipe, jid, DoneEvent(status=result["status"], reason=result.get("reason"),
-                                                 attempts_used=0, cached_from=src))
-                pipe.hincrby(self.k_by_status, result["status"], 1)
+                self._finish(pipe, None, {**record, "status": result.status, "reason": result.reason,
+                                          "result": result.model_dump_json(), "cached_from": src,
+                                          "started_at": now, "finished_at": now},
+                             attempts_used=0, cached_from=src)
                 pipe.hincrby(self.k_stats, "cache_hits", 1)
-                for k in (self.k_job(jid), self.k_events(jid)):
-                    pipe.expire(k, self.job_ttl_s)
             else:
-                pipe.hset(self.k_job(jid), mapping=record)
+                pipe.hset(self.k_job(jid), mapping=JobRecord(**record).to_redis(*record))
                 pipe.sadd(k_active, jid)
                 pipe.expire(k_active, self.job_ttl_s)
                 self._event(pipe, jid, QueuedEvent(attempts_used=0))
@@ -242,7 +282,7 @@ class Store:
                 pipe.hincrby(self.k_by_status, "queued", 1)
             if k_idem:
                 pipe.set(k_idem, jid, ex=self.idempotency_ttl_s)
-            return Submitted(jid, record["status"], True, cached[0] if cached else None)
+            return Submitted(jid, cached[1].status if cached else "queued", True, cached[0] if cached else None)
 
         try:
             # the idempotency key and the active set are watched: a concurrent submit that
@@ -254,27 +294,23 @@ class Store:
             raise StoreUnavailable(f"the job store (Redis) is unreachable ({type(exc).__name__}); nothing was "
                                    "submitted, try again shortly") from None
 
-    def _cache_lookup(self, fp: str) -> tuple[str, dict] | None:
+    def _cache_lookup(self, fp: str) -> tuple[str, SolveResult] | None:
         if self.cache_ttl_s <= 0:
             return None
         src = _s(self.r.get(self.k_cache(fp)))
-        if not src:
-            return None
-        raw = self.r.hget(self.k_job(src), "result")
-        return (src, json.loads(raw)) if raw else None
+        rec = self._record(self.r, src) if src else None
+        return (src, SolveResult.model_validate_json(rec.result)) if rec is not None and rec.result else None
 
     # -- reads ---------------------------------------------------------------------------------
-    def get_job(self, jid: str) -> dict[str, Any]:
-        raw = self.r.hgetall(self.k_job(jid))
-        if not raw:
+    def _record(self, conn, jid: str) -> JobRecord | None:
+        """`conn`: the client, or a pipeline that is watching the record."""
+        return JobRecord.from_redis(conn.hgetall(self.k_job(jid)))
+
+    def get_job(self, jid: str) -> JobRecord:
+        rec = self._record(self.r, jid)
+        if rec is None:
             raise JobNotFound(f"no job {jid!r} (unknown, or expired)", details={"id": jid})
-        job = {_s(k): _s(v) for k, v in raw.items()}
-        for f in ("attempts_used", "rounds_done", "epoch", "deliveries"):
-            job[f] = int(job.get(f) or 0)
-        for f in ("created_at", "started_at", "finished_at"):
-            job[f] = float(job[f]) if job.get(f) else None
-        job["adapter_round"] = int(job["adapter_round"]) if job.get("adapter_round") else None
-        return job
+        return rec
 
     def attempts(self, jid: str, offset: int = 0, limit: int = 1000) -> list[dict]:
         self.get_job(jid)
@@ -284,11 +320,11 @@ class Store:
         return int(self.r.llen(self.k_attempts(jid)))
 
     def latest_adapter(self, jid: str) -> tuple[int, bytes] | None:
-        rnd = self.r.hget(self.k_job(jid), "adapter_round")
-        if rnd is None or rnd == b"":
+        rec = self._record(self.r, jid)
+        if rec is None or rec.adapter_round is None:
             return None
-        blob = self.r.get(self.k_adapter(jid, int(rnd)))
-        return (int(rnd), blob) if blob else None
+        blob = self.r.get(self.k_adapter(jid, rec.adapter_round))
+        return (rec.adapter_round, blob) if blob else None
 
     def cancel_requested(self, jid: str) -> bool:
         return bool(self.r.exists(self.k_cancel(jid)))
@@ -302,14 +338,14 @@ class Store:
                 out.append((_s(eid), parse_event(fields[b"data"])))
         return out
 
-    def wait_final(self, jid: str, timeout_s: float) -> dict:
+    def wait_final(self, jid: str, timeout_s: float) -> JobRecord:
         """The job record once final, or as it stands after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         last = "$"
         while True:
             job = self.get_job(jid)
             left = deadline - time.monotonic()
-            if job["status"] in FINAL or left <= 0:
+            if job.is_final or left <= 0:
                 return job
             if last == "$":  # from now on: a `done` written after our read wakes us
                 info = self.r.xrevrange(self.k_events(jid), count=1)
@@ -325,30 +361,46 @@ class Store:
         k = self.k_job(jid)
 
         def tx(pipe) -> str:
-            status = _s(pipe.hget(k, "status"))
-            if status is None:
+            rec = self._record(pipe, jid)
+            if rec is None:
                 raise JobNotFound(f"no job {jid!r} (unknown, or expired)", details={"id": jid})
-            if status in FINAL:
-                raise JobConflict(f"job {jid} has already finished ({status}); there is nothing to cancel",
-                                  details={"id": jid, "status": status})
-            api_key = _s(pipe.hget(k, "api_key"))
+            if rec.is_final:
+                raise JobConflict(f"job {jid} has already finished ({rec.status}); there is nothing to cancel",
+                                  details={"id": jid, "status": rec.status})
             pipe.multi()
             pipe.set(self.k_cancel(jid), 1, ex=self.job_ttl_s)
-            if status == "queued":
-                now = time.time()
-                pipe.hset(k, mapping={"status": "cancelled", "reason": "cancelled by request before it started",
-                                      "finished_at": now})
-                pipe.srem(self.k_active(api_key), jid)
-                pipe.hincrby(self.k_by_status, "queued", -1)
-                pipe.hincrby(self.k_by_status, "cancelled", 1)
-                self._event(pipe, jid, DoneEvent(status="cancelled", reason="cancelled by request before it started",
-                                                 attempts_used=0))
-                self._expire_job(pipe, jid)
-            else:
-                self._event(pipe, jid, CancelRequestedEvent())
-            return "cancelled" if status == "queued" else status
+            if rec.status == "queued":
+                self._finish(pipe, rec, {"status": "cancelled", "reason": "cancelled by request before it started"},
+                             attempts_used=0)
+                return "cancelled"
+            self._event(pipe, jid, CancelRequestedEvent())
+            return rec.status
 
         return self.r.transaction(tx, k, value_from_callable=True)
+
+    def _update(self, pipe, rec: JobRecord, changes: dict[str, Any]) -> JobRecord:
+        """Queue the HSET of `changes` to `rec`; the record as it is after."""
+        new = rec.model_copy(update=changes)
+        pipe.hset(self.k_job(rec.id), mapping=new.to_redis(*changes))
+        return new
+
+    def _finish(self, pipe, rec: JobRecord | None, end: dict[str, Any], **done: Any) -> None:
+        """Queue (after MULTI) the end of a job: the final fields `end` of its record `rec`
+        (None for a job that is born final, a cache hit: `end` is then all of it), the
+        counts per status, the `done` event (status and reason, plus `done`) and the TTLs.
+        The one writer of `done`: a job's end and its event commit together."""
+        end = {"finished_at": time.time(), **end}
+        if rec is None:
+            final = JobRecord.model_validate(end)
+            pipe.hset(self.k_job(final.id), mapping=final.to_redis(*end))
+        else:
+            final = self._update(pipe, rec, end)
+            pipe.srem(self.k_active(rec.api_key), rec.id)
+            pipe.hincrby(self.k_by_status, rec.status, -1)
+        pipe.hincrby(self.k_by_status, final.status, 1)
+        self._event(pipe, final.id, DoneEvent(status=final.status, reason=final.reason, **done))
+        pipe.delete(self.k_state(final.id))
+        self._expire_job(pipe, final.id)
 
     def _expire_job(self, pipe, jid: str) -> None:
         for k in (self.k_job(jid), self.k_attempts(jid), self.k_events(jid), self.k_cancel(jid)):
@@ -386,7 +438,8 @@ class Store:
     def renew(self, entry_id: str, consumer: str, jid: str, epoch: int) -> bool:
         """The heartbeat: while the job's epoch is ours, reset the entry's idle time (XCLAIM
         to ourselves, JUSTID: this does not count as a delivery). False: lease lost."""
-        if int(self.r.hget(self.k_job(jid), "epoch") or -1) != epoch:
+        rec = self._record(self.r, jid)
+        if rec is None or rec.epoch != epoch:
             return False
         self.r.xclaim(self.queue, GROUP, consumer, min_idle_time=0, message_ids=[entry_id], justid=True)
         return True
@@ -397,31 +450,25 @@ class Store:
             pipe.xdel(self.queue, entry_id)
             pipe.execute()
 
-    def claim(self, jid: str, worker: str, delivery: int) -> tuple[int, dict] | None:
+    def claim(self, jid: str, worker: str, delivery: int) -> tuple[int, JobRecord] | None:
         """Become the job's owner: bump its epoch (fencing any earlier owner). None when the
         job is gone or already final (its queue entry is then just acknowledged)."""
         k = self.k_job(jid)
 
-        def tx(pipe) -> tuple[int, dict] | None:
-            job = pipe.hgetall(k)
-            if not job:
+        def tx(pipe) -> tuple[int, JobRecord] | None:
+            rec = self._record(pipe, jid)
+            if rec is None or rec.is_final:
                 return None
-            job = {_s(a): _s(b) for a, b in job.items()}
-            if job["status"] in FINAL:
-                return None
-            epoch = int(job.get("epoch") or 0) + 1
+            changes = {"status": "running", "owner": worker, "epoch": rec.epoch + 1, "deliveries": delivery}
+            if rec.started_at is None:
+                changes["started_at"] = time.time()
             pipe.multi()
-            fields = {"status": "running", "owner": worker, "epoch": epoch, "deliveries": delivery}
-            if not job.get("started_at"):
-                fields["started_at"] = time.time()
-            pipe.hset(k, mapping=fields)
-            if job["status"] == "queued":
+            claimed = self._update(pipe, rec, changes)
+            if rec.status == "queued":
                 pipe.hincrby(self.k_by_status, "queued", -1)
                 pipe.hincrby(self.k_by_status, "running", 1)
-            self._event(pipe, jid, ClaimedEvent(worker=worker, delivery=delivery,
-                                                resumed_from_round=int(job.get("rounds_done") or 0)))
-            job.update({k2: str(v) for k2, v in fields.items()})
-            return epoch, job
+            self._event(pipe, jid, ClaimedEvent(worker=worker, delivery=delivery, resumed_from_round=rec.rounds_done))
+            return claimed.epoch, claimed
 
         return self.r.transaction(tx, k, value_from_callable=True)
 
@@ -435,18 +482,18 @@ class Store:
         return state, (got[1] if got else None)
 
     def _fenced(self, jid: str, epoch: int, write) -> None:
-        """Run `write(pipe)` in MULTI/EXEC iff the job's epoch is still `epoch`. A claim by
-        another worker bumps the epoch: the watch fails, and the retry raises `LeaseLost`."""
-        k = self.k_job(jid)
+        """Run `write(pipe, record)` in MULTI/EXEC iff the job's epoch is still `epoch`. A claim
+        by another worker bumps the epoch: the watch fails, and the retry raises `LeaseLost`."""
 
         def tx(pipe) -> None:
-            now = int(pipe.hget(k, "epoch") or -1)
-            if now != epoch:
+            rec = self._record(pipe, jid)
+            if rec is None or rec.epoch != epoch:
+                now = rec.epoch if rec is not None else -1
                 raise LeaseLost(f"job {jid} is owned by another worker now (epoch {now}, ours {epoch})")
             pipe.multi()
-            write(pipe)
+            write(pipe, rec)
 
-        self.r.transaction(tx, k, value_from_callable=True)
+        self.r.transaction(tx, self.k_job(jid), value_from_callable=True)
 
     def _progress(self, pipe, jid: str, attempts: list, rounds: list, stored: int, stored_rounds: int) -> None:
         new = attempts[stored:]
@@ -464,16 +511,16 @@ class Store:
         rounds older) and a `checkpoint` event."""
         rnd = len(state.rounds) - 1
 
-        def write(pipe):
+        def write(pipe, rec: JobRecord) -> None:
             pipe.set(self.k_state(jid), state.model_dump_json(), ex=self.job_ttl_s)
             self._progress(pipe, jid, state.attempts, state.rounds, stored, stored_rounds)
-            fields = {"attempts_used": len(state.attempts), "rounds_done": len(state.rounds)}
+            changes = {"attempts_used": len(state.attempts), "rounds_done": len(state.rounds)}
             if blob is not None:
                 pipe.set(self.k_adapter(jid, rnd), blob, ex=self.job_ttl_s)
                 if rnd - self.adapters_kept >= 0:
                     pipe.delete(self.k_adapter(jid, rnd - self.adapters_kept))
-                fields["adapter_round"] = rnd
-            pipe.hset(self.k_job(jid), mapping=fields)
+                changes["adapter_round"] = rnd
+            self._update(pipe, rec, changes)
             self._event(pipe, jid, CheckpointEvent(round=rnd, attempts_used=len(state.attempts), adapter=blob is not None))
 
         self._fenced(jid, epoch, write)
@@ -482,22 +529,15 @@ class Store:
                  stored_rounds: int, fingerprint_: str | None, cache: bool) -> None:
         """The job's end, in one transaction: remaining attempts, result, `done` event,
         cache entry, TTLs, and the queue entry's XACK."""
-        job = self.get_job(jid)
 
-        def write(pipe):
+        def write(pipe, rec: JobRecord) -> None:
             self._progress(pipe, jid, result.attempts, result.rounds, stored, stored_rounds)
-            pipe.hset(self.k_job(jid), mapping={
-                "status": result.status, "reason": result.reason or "", "result": result.model_dump_json(),
-                "attempts_used": result.attempts_used, "rounds_done": len(result.rounds), "finished_at": time.time()})
-            pipe.delete(self.k_state(jid))
-            pipe.srem(self.k_active(job["api_key"]), jid)
-            pipe.hincrby(self.k_by_status, "running", -1)
-            pipe.hincrby(self.k_by_status, result.status, 1)
-            self._event(pipe, jid, DoneEvent(status=result.status, reason=result.reason,
-                                             attempts_used=result.attempts_used, solved_attempt=result.solved_attempt))
-            self._expire_job(pipe, jid)
-            if job.get("adapter_round") is not None:
-                for r in range(max(0, job["adapter_round"] - self.adapters_kept + 1), job["adapter_round"] + 1):
+            self._finish(pipe, rec, {"status": result.status, "reason": result.reason,
+                                     "result": result.model_dump_json(), "attempts_used": result.attempts_used,
+                                     "rounds_done": len(result.rounds)},
+                         attempts_used=result.attempts_used, solved_attempt=result.solved_attempt)
+            if rec.adapter_round is not None:
+                for r in range(max(0, rec.adapter_round - self.adapters_kept + 1), rec.adapter_round + 1):
                     pipe.expire(self.k_adapter(jid, r), self.adapter_ttl_s)
             if cache and fingerprint_ and self.cache_ttl_s > 0:
                 pipe.set(self.k_cache(fingerprint_), jid, ex=min(self.cache_ttl_s, self.job_ttl_s))
@@ -508,25 +548,16 @@ class Store:
 
     def fail(self, jid: str, entry_id: str, reason: str) -> None:
         """Mark a job failed outside any lease (e.g. too many deliveries) and drop its entry."""
-        k = self.k_job(jid)
-
         def tx(pipe) -> None:
-            status = _s(pipe.hget(k, "status"))
-            api_key = _s(pipe.hget(k, "api_key"))
+            rec = self._record(pipe, jid)
             pipe.multi()
-            if status is not None and status not in FINAL:
-                pipe.hset(k, mapping={"status": "failed", "reason": reason, "finished_at": time.time()})
-                pipe.hincrby(k, "epoch", 1)  # fence any worker still holding it
-                pipe.srem(self.k_active(api_key), jid)
-                pipe.hincrby(self.k_by_status, status, -1)
-                pipe.hincrby(self.k_by_status, "failed", 1)
-                self._event(pipe, jid, DoneEvent(status="failed", reason=reason))
-                pipe.delete(self.k_state(jid))
-                self._expire_job(pipe, jid)
+            if rec is not None and not rec.is_final:
+                # the epoch bump fences any worker still holding the job
+                self._finish(pipe, rec, {"status": "failed", "reason": reason, "epoch": rec.epoch + 1})
             pipe.xack(self.queue, GROUP, entry_id)
             pipe.xdel(self.queue, entry_id)
 
-        self.r.transaction(tx, k, value_from_callable=True)
+        self.r.transaction(tx, self.k_job(jid), value_from_callable=True)
 
     # -- workers and metrics ---------------------------------------------------------------------
     def worker_heartbeat(self, name: str, info: dict) -> None:

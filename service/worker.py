@@ -28,9 +28,9 @@ from typing import Callable
 
 from service.errors import LeaseLost
 from service.events import SolverEvent
-from service.schemas import SolveRequest, SolveState
+from service.schemas import SolveState
 from service.settings import Settings
-from service.store import FINAL, Store, cacheable, default_worker_name
+from service.store import Store, cacheable, default_worker_name
 
 log = logging.getLogger(__name__)
 
@@ -126,25 +126,25 @@ class Worker:
         except JobNotFound:
             st.ack(entry_id)
             return
-        if job["status"] in FINAL:
+        if job.is_final:
             st.ack(entry_id)
             return
         if delivery > self.settings.max_deliveries:
             st.fail(jid, entry_id, f"gave up after {delivery - 1} deliveries: the worker running this job "
-                                   f"stopped without finishing it each time (last: {job.get('owner') or 'unknown'})")
+                                   f"stopped without finishing it each time (last: {job.owner or 'unknown'})")
             return
         claimed = st.claim(jid, self.name, delivery)
         if claimed is None:
             st.ack(entry_id)
             return
         epoch, job = claimed
-        req = SolveRequest.model_validate_json(job["request"])
+        req = job.solve_request()
         resume = st.load_checkpoint(jid)
-        if resume is None and job.get("init_adapter_from"):
-            src = st.latest_adapter(job["init_adapter_from"])
+        if resume is None and job.init_adapter_from:
+            src = st.latest_adapter(job.init_adapter_from)
             if src is None:
                 self._finish_without_solving(jid, epoch, entry_id, req, "failed",
-                                             f"init_adapter_from: job {job['init_adapter_from']} has no stored adapter "
+                                             f"init_adapter_from: job {job.init_adapter_from} has no stored adapter "
                                              "(it expired)")
                 return
             resume = (SolveState(), src[1])
@@ -209,7 +209,7 @@ class Worker:
             return
         try:
             st.finalize(jid, epoch, entry_id, result, stored=progress["stored"], stored_rounds=progress["rounds"],
-                        fingerprint_=job.get("fingerprint") or None, cache=cacheable(result, req))
+                        fingerprint_=job.fingerprint, cache=cacheable(result, req))
         except LeaseLost:
             log.warning("job %s: result dropped, another worker owns it now", jid)
         self._beat(force=True)

@@ -194,7 +194,7 @@ def test_stale_worker_cannot_write_after_takeover(settings):
         st.checkpoint(sub.id, e1, state, b"blob", 0, 0)
     assert st.attempts_count(sub.id) == 0 and st.load_checkpoint(sub.id) is None
     st.checkpoint(sub.id, e2, state, b"blob", 0, 0)
-    assert st.attempts_count(sub.id) == 1 and st.get_job(sub.id)["attempts_used"] == 1
+    assert st.attempts_count(sub.id) == 1 and st.get_job(sub.id).attempts_used == 1
     assert st.latest_adapter(sub.id) == (0, b"blob")
     assert st.load_checkpoint(sub.id)[0].attempts[0].text == "x"
 
@@ -214,7 +214,7 @@ def test_job_whose_workers_keep_dying_is_failed_after_max_deliveries(settings):
     w = Worker(s, st, deps_factory=lambda: pytest.fail("the model is not needed to give up"), name="w")
     assert w.run_once(block_ms=10) == sub.id  # delivery 3 > 2
     job = st.get_job(sub.id)
-    assert job["status"] == "failed" and "gave up after 2 deliveries" in job["reason"]
+    assert job.status == "failed" and "gave up after 2 deliveries" in job.reason
     assert st.r.xlen(st.queue) == 0 and st.metrics()["queue_in_progress"] == 0
     assert st.r.scard(st.k_active("k")) == 0
 
@@ -230,6 +230,6 @@ def test_embedded_redis_has_streams_and_the_same_store(tmp_path, settings):
     assert st.read_new("w", 100)[1] == sub.id
     time.sleep(0.05)
     assert st.autoclaim("w2", 10)[1] == sub.id and st.deliveries(st.r.xrange(st.queue)[0][0].decode()) == 2
-    assert st.get_job(sub.id)["status"] == "queued"
+    assert st.get_job(sub.id).status == "queued"
     with pytest.raises(redis.ResponseError):  # a real server: unknown commands are refused, not faked
         st.r.execute_command("NOT_A_COMMAND")
