@@ -5,15 +5,15 @@ the store appends them to the job's Redis stream and the API relays that stream 
 Each kind has one owner, the one module that emits it:
 
   kind              owner               when
-  queued            service.store       the job is submitted (not for a cache hit)
-  cancel_requested  service.store       DELETE of a running job: its worker stops within a round
-  claimed           service.store       a worker takes the job; delivery > 1: a resume
+  queued            service.store.jobs  the job is submitted (not for a cache hit)
+  cancel_requested  service.store.jobs  DELETE of a running job: its worker stops within a round
+  claimed           service.store.work  a worker takes the job; delivery > 1: a resume
   round_start       service.solver      a round starts sampling
   verified          service.solver      the round's attempts are judged
   training          service.solver      SDPO steps on the round's failures start
   trained           service.solver      ... and end
-  checkpoint        service.store       the round is stored (attempts, state, adapter)
-  done              service.store       the job is final: written with its final record, always last
+  checkpoint        service.store.work  the round is stored (attempts, state, adapter)
+  done              service.store.base  the job is final: written with its final record (`_finish`)
 
 A field its emitter did not give is absent from the JSON, not null: a `done` of a job given
 up after too many deliveries has no `attempts_used`, only a cache hit's has `cached_from`.
@@ -21,7 +21,7 @@ up after too many deliveries has no `attempts_used`, only a cache hit's has `cac
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_serializer
 
@@ -101,12 +101,12 @@ class DoneEvent(_Event):
 
 
 Event = Annotated[
-    Union[QueuedEvent, ClaimedEvent, RoundStartEvent, VerifiedEvent, TrainingEvent, TrainedEvent, CheckpointEvent,
-          CancelRequestedEvent, DoneEvent],
+    QueuedEvent | ClaimedEvent | RoundStartEvent | VerifiedEvent | TrainingEvent | TrainedEvent | CheckpointEvent
+    | CancelRequestedEvent | DoneEvent,
     Field(discriminator="type"),
 ]
 # The solver's part of the stream: what `Solver.solve(on_event=...)` hands its caller.
-SolverEvent = Union[RoundStartEvent, VerifiedEvent, TrainingEvent, TrainedEvent]
+SolverEvent = RoundStartEvent | VerifiedEvent | TrainingEvent | TrainedEvent
 
 _EVENT = TypeAdapter(Event)
 

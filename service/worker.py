@@ -22,17 +22,24 @@ stored, so they are not counted twice, but the compute is spent twice).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from typing import Callable
 
 from service.errors import LeaseLost
 from service.events import SolverEvent
 from service.schemas import SolveState
 from service.settings import Settings
-from service.store import Store, cacheable, default_worker_name
+from service.store import Store, cacheable
 
 log = logging.getLogger(__name__)
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class Worker:
