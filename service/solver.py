@@ -25,7 +25,13 @@ from adapters.trainer import DistillSample, SDPOTrainer, TrainConfig
 from sandbox.specs import VerifierSpec
 from service import prompts, templates
 from service.engines.base import Completion, Engine, SamplingParams
-from service.events import RoundStartEvent, SolverEvent, TrainedEvent, TrainingEvent, VerifiedEvent
+from service.events import (
+    RoundStartEvent,
+    SolverEvent,
+    TrainedEvent,
+    TrainingEvent,
+    VerifiedEvent,
+)
 from service.schemas import (
     AttemptRecord,
     RoundRecord,
