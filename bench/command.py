@@ -23,6 +23,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from bench import runner
 from bench.runner import BenchConfig
+from service.events import RoundStartEvent, SolverEvent, TrainingEvent
 
 DEFAULTS: dict[str, Any] = dict(set="examples", k=32, seeds=3, n=8, max_new_tokens=512, temperature=1.0)
 QUICK: dict[str, Any] = dict(set="quick", k=8, seeds=1, n=4, max_new_tokens=256, temperature=1.0)
@@ -99,12 +100,11 @@ class BenchProgress:
         self.current = f"{problem} · {strategy} · seed {seed}"
         self.bar.update(self.task, description=self.current)
 
-    def event(self, e: dict) -> None:
-        kind = e.get("type")
-        if kind == "round_start":
-            msg = f"round {e['round'] + 1}: sampling ({e['attempts_used']} attempts so far)"
-        elif kind == "training":
-            msg = f"round {e['round'] + 1}: SDPO {e['steps']} steps"
+    def event(self, e: SolverEvent) -> None:
+        if isinstance(e, RoundStartEvent):
+            msg = f"round {e.round + 1}: sampling ({e.attempts_used} attempts so far)"
+        elif isinstance(e, TrainingEvent):
+            msg = f"round {e.round + 1}: SDPO {e.steps} steps"
         else:
             return
         self.bar.update(self.task, description=f"{self.current}: {msg}")

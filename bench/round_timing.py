@@ -64,7 +64,7 @@ def main() -> None:
         # max_rounds=2 makes round 1 train; stop right after the training by cancelling.
         seen = []
         res = Solver(deps).solve(req, on_event=seen.append,
-                                 cancelled=lambda: any(e["type"] == "trained" for e in seen))
+                                 cancelled=lambda: any(e.type == "trained" for e in seen))
         r = res.rounds[0]
         tokens = sum(res.attempts[i].tokens for i in r.attempts)
         row = {

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.host import host_label
 from bench.sets import BenchProblem, join_specs
+from service.events import SolverEvent
 from service.schemas import SdpoOptions, SolveRequest, SolveResult
 
 STRATEGIES = ("sdpo", "best_of_k", "multi_turn")
@@ -264,7 +265,7 @@ class Progress:
 
     start: Callable[[RunPlan], None] = lambda plan: None
     run_start: Callable[[str, str, int], None] = lambda problem, strategy, seed: None
-    event: Callable[[dict], None] = lambda e: None
+    event: Callable[[SolverEvent], None] = lambda e: None
     run_done: Callable[[dict], None] = lambda rec: None
 
 
@@ -328,7 +329,7 @@ def model_solver(settings: Any, on_load: Callable[[], Any] | None = None) -> Sol
     """A `solve` callable backed by the configured model, loaded on first use."""
     state: dict[str, Any] = {}
 
-    def solve(req: SolveRequest, on_event: Callable[[dict], None] | None = None) -> SolveResult:
+    def solve(req: SolveRequest, on_event: Callable[[SolverEvent], None] | None = None) -> SolveResult:
         if "solver" not in state:
             from service.runtime import build_solver_deps
             from service.solver import Solver

@@ -50,19 +50,20 @@ class JobAccepted(BaseModel):
 class JobView(BaseModel):
     """GET /v1/jobs/{id}."""
 
+    # in the order the API has always sent them
     id: str
     status: JobStatus
-    reason: str | None = Field(None, description="Why the job ended (set unless solved).")
-    strategy: Strategy
     attempts_used: int = Field(description="Attempts this job has made and stored (0 for a cache hit).")
     rounds_done: int = Field(description="Rounds checkpointed so far.")
-    max_attempts: int
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
-    owner: str | None = Field(None, description="The worker running (or last running) the job.")
     deliveries: int = Field(0, description="How many times the queue handed the job to a worker (>1: resumed).")
     adapter_round: int | None = Field(None, description="Round of the latest stored adapter snapshot, if any.")
+    reason: str | None = Field(None, description="Why the job ended (set unless solved).")
+    strategy: Strategy
+    max_attempts: int
+    owner: str | None = Field(None, description="The worker running (or last running) the job.")
     cached_from: str | None = Field(
         None, description="A cache hit: the job whose result this is. `result.attempts_used` counts that job's "
         "attempts; this job made none.")

@@ -33,10 +33,12 @@ from service.api_models import (
 )
 from service.admission import check_against_model
 from service.errors import AdapterNotFound, InvalidRequest, JobNotFound
+from service.events import DoneEvent
 from service.guards import ApiKeys, BodySizeLimit
 from service.metrics import Metrics
+from service.schemas import SolveResult
 from service.settings import Settings
-from service.store import FINAL, Store, fingerprint
+from service.store import JobRecord, Store, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +104,16 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(keys)], responses=ERRORS)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def view(job: dict, raw_json: bool = False) -> dict:
-        """The JobView of a store record; `raw_json`: request/result stay JSON text (`_RawJSON`)."""
-        req = json.loads(job["request"])
-        return {
-            **{k: job.get(k) for k in ("id", "status", "attempts_used", "rounds_done", "created_at", "started_at",
-                                       "finished_at", "deliveries", "adapter_round")},
-            "reason": job.get("reason") or None,
-            "strategy": req["strategy"],
-            "max_attempts": req["budget"]["max_attempts"],
-            "owner": job.get("owner") or None,
-            "cached_from": job.get("cached_from") or None,
-            "init_adapter_from": job.get("init_adapter_from") or None,
-            "cancel_requested": job["status"] not in FINAL and store.cancel_requested(job["id"]),
-            "request": _Raw(job["request"]) if raw_json else req,
-            "result": (_Raw(job["result"]) if raw_json else json.loads(job["result"])) if job.get("result") else None,
-        }
+    def view(job: JobRecord, status_code: int = 200) -> Response:
+        """The JobView of a store record, as a JSON response."""
+        req = job.solve_request()
+        body = JobView(
+            **job.model_dump(include=set(JobView.model_fields) - {"request", "result"}),
+            strategy=req.strategy, max_attempts=req.budget.max_attempts, request=req,
+            result=SolveResult.model_validate_json(job.result) if job.result else None,
+            cancel_requested=not job.is_final and store.cancel_requested(job.id),
+        )
+        return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")
 
     def submit(body: JobCreate, kid: str):
         req = body.solve_request()
@@ -157,13 +153,12 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
             return JSONResponse(JobAccepted(id=sub.id, status=sub.status, created=sub.created,
                                             cached_from=sub.cached_from).model_dump(), status_code=202)
         job = store.wait_final(sub.id, min(wait_s, settings.max_wait_s))
-        return JSONResponse(view(job), status_code=200 if job["status"] in FINAL else 202)
+        return view(job, status_code=200 if job.is_final else 202)
 
     @v1.get("/jobs/{job_id}", response_model=None, summary="A job's status (and result once final)",
             responses={200: {"model": JobView}})
     def get_job(job_id: str):
-        # The hot path of polling clients: the stored JSON is passed through, not re-validated.
-        return _RawJSON(view(store.get_job(job_id), raw_json=True))
+        return view(store.get_job(job_id))
 
     @v1.get("/jobs/{job_id}/attempts", response_model=AttemptsPage, summary="The attempts, in order")
     def get_attempts(job_id: str, offset: int = Query(0, ge=0, le=MAX_ATTEMPT_OFFSET,
@@ -201,7 +196,7 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
         job = store.get_job(job_id)
         got = store.latest_adapter(job_id)
         if got is None:
-            strategy = json.loads(job["request"])["strategy"]
+            strategy = job.solve_request().strategy
             why = (f"strategy {strategy} trains no adapter" if strategy != "sdpo"
                    else "no training round has been checkpointed (yet), or the snapshot expired")
             raise AdapterNotFound(f"job {job_id} has no adapter snapshot: {why}", details={"id": job_id})
@@ -220,7 +215,7 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
 
         sub = submit(to_job(body, settings.model), kid)
         job = store.wait_final(sub.id, min(body.wait_s or settings.max_wait_s, settings.max_wait_s))
-        tail = [] if job.get("result") else store.attempts(sub.id, max(0, job["attempts_used"] - 1), 1)
+        tail = [] if job.result else store.attempts(sub.id, max(0, job.attempts_used - 1), 1)
         return to_completion(job, body.model, tail)
 
     @v1.get("/models", summary="OpenAI-compatible: the strategy:model names served")
@@ -268,31 +263,15 @@ def _sse(store: Store, job_id: str, after: str):
             quiet += 1
             if quiet % 5 == 0:
                 yield ": keep-alive\n\n"
-                if store.get_job(job_id)["status"] in FINAL and not store.events(job_id, last):
+                if store.get_job(job_id).is_final and not store.events(job_id, last):
                     return
             continue
         quiet = 0
         for eid, ev in events:
             last = eid
-            yield f"id: {eid}\nevent: {ev['type']}\ndata: {json.dumps(ev)}\n\n"
-            if ev["type"] == "done":
+            yield f"id: {eid}\nevent: {ev.type}\ndata: {json.dumps(ev.model_dump(mode='json'))}\n\n"
+            if isinstance(ev, DoneEvent):
                 return
-
-
-class _Raw(str):
-    """JSON text to embed as is in a `_RawJSON` response."""
-
-
-class _RawJSON(Response):
-    """A JSON object response whose `_Raw` values are spliced in as stored, not re-encoded."""
-
-    media_type = "application/json"
-
-    def render(self, content: dict) -> bytes:
-        raws = {k: v for k, v in content.items() if isinstance(v, _Raw)}
-        head = json.dumps({k: v for k, v in content.items() if k not in raws})
-        tail = "".join(f",{json.dumps(k)}:{v}" for k, v in raws.items())
-        return (head[:-1] + tail + "}" if head != "{}" else "{" + tail[1:] + "}").encode()
 
 
 class _Timing:

@@ -66,6 +66,7 @@ def solve(
             deps = build_solver_deps(settings)
         with progress:
             result = Solver(deps).solve(req, on_event=progress.on_event)
+            progress.ended(result.status)
     except TTAError as exc:
         fail(exc.message)
     if as_json:
@@ -283,6 +284,7 @@ def status(job_id: str = typer.Argument(...), as_json: bool = typer.Option(False
 @app.command()
 def watch(job_id: str = typer.Argument(...)) -> None:
     """Follow a job's live progress (SSE) until it ends; exit 0 if solved."""
+    from service.events import parse_event
     from service.progress import SolveProgress
     from service.schemas import SolveRequest, SolveResult
 
@@ -293,12 +295,7 @@ def watch(job_id: str = typer.Argument(...)) -> None:
     def follow():
         with progress:
             for ev in c.events(job_id):
-                progress.on_event({"type": ev.type, **ev.data})
-                if ev.type == "claimed" and ev.data.get("delivery", 1) > 1:
-                    progress.progress.console.print(f"  [yellow]resumed by {ev.data['worker']} from round "
-                                                    f"{ev.data['resumed_from_round'] + 1}[/]")
-                elif ev.type == "cancel_requested":
-                    progress.progress.console.print("  [yellow]cancel requested[/]")
+                progress.on_event(parse_event({"type": ev.type, **ev.data}))
 
     _api_call(follow)
     job = _api_call(lambda: c.job(job_id))

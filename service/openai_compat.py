@@ -14,12 +14,12 @@ question).
 
 from __future__ import annotations
 
-import time
 from typing import get_args
 
 from service.api_models import ChatCompletionRequest, JobCreate
 from service.errors import InvalidRequest, ModelNotServed
 from service.schemas import Strategy
+from service.store import JobRecord
 
 STRATEGIES = get_args(Strategy)
 
@@ -65,12 +65,12 @@ def to_job(body: ChatCompletionRequest, served_model: str) -> JobCreate:
     return JobCreate.model_validate(data)
 
 
-def to_completion(job: dict, model: str, attempts_tail: list[dict]) -> dict:
-    """The chat.completion object for a job record (`job` as the store returns it)."""
+def to_completion(job: JobRecord, model: str, attempts_tail: list[dict]) -> dict:
+    """The chat.completion object for a job record."""
     import json
 
-    result = json.loads(job["result"]) if job.get("result") else None
-    status = job["status"]
+    result = json.loads(job.result) if job.result else None
+    status = job.status
     if result and result.get("solution") is not None:
         content, finish = result["solution"], "stop"
     else:
@@ -79,13 +79,13 @@ def to_completion(job: dict, model: str, attempts_tail: list[dict]) -> dict:
         content, finish = last, status
     tokens = result["tokens_generated"] if result else 0
     return {
-        "id": "chatcmpl-" + job["id"],
+        "id": "chatcmpl-" + job.id,
         "object": "chat.completion",
-        "created": int(job.get("created_at") or time.time()),
+        "created": int(job.created_at),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish,
                      "logprobs": None}],
         "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
-        "tta": {"job_id": job["id"], "status": status, "attempts_used": job["attempts_used"],
-                "reason": job.get("reason") or None, "cached_from": job.get("cached_from") or None},
+        "tta": {"job_id": job.id, "status": status, "attempts_used": job.attempts_used, "reason": job.reason,
+                "cached_from": job.cached_from},
     }

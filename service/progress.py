@@ -1,4 +1,4 @@
-"""Live terminal display of a solve (rich), fed by the solver's events."""
+"""Live terminal display of a solve (rich), fed by its events (`service.events`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from service.events import (
+    CancelRequestedEvent,
+    ClaimedEvent,
+    DoneEvent,
+    Event,
+    RoundStartEvent,
+    TrainedEvent,
+    TrainingEvent,
+    VerifiedEvent,
+)
 from service.schemas import SolveRequest, SolveResult
 
 
@@ -54,33 +64,39 @@ class SolveProgress:
     def _say(self, text: str) -> None:
         self.progress.update(self.task, description=text)
 
-    def on_event(self, e: dict) -> None:
-        kind = e["type"]
-        if kind == "round_start":
+    def on_event(self, e: Event) -> None:
+        if isinstance(e, RoundStartEvent):
             self.t_phase = time.monotonic()
-            self._say(f"round {e['round'] + 1}: sampling {e['n']} attempts…")
-        elif kind == "verified":
-            self.progress.update(self.task, completed=e["attempts_used"])
-            self.passes += e["passes"]
-            kinds = ", ".join(f"{k} ×{n}" for k, n in Counter(e["kinds"]).most_common())
+            self._say(f"round {e.round + 1}: sampling {e.n} attempts…")
+        elif isinstance(e, VerifiedEvent):
+            self.progress.update(self.task, completed=e.attempts_used)
+            self.passes += e.passes
+            kinds = ", ".join(f"{k} ×{n}" for k, n in Counter(e.kinds).most_common())
             self.progress.console.print(
-                f"  round {e['round'] + 1}: {e['passes']} passed of {len(e['kinds'])} "
+                f"  round {e.round + 1}: {e.passes} passed of {len(e.kinds)} "
                 f"[dim]({kinds}; {time.monotonic() - self.t_phase:.0f} s)[/]"
             )
-            self._say(f"round {e['round'] + 1}: verified")
-        elif kind == "training":
+            self._say(f"round {e.round + 1}: verified")
+        elif isinstance(e, TrainingEvent):
             self.t_phase = time.monotonic()
-            self._say(f"round {e['round'] + 1}: SDPO, {e['steps']} steps on the failures…")
-        elif kind == "trained":
-            before, after = e["loss_before"], e["loss_after"]
+            self._say(f"round {e.round + 1}: SDPO, {e.steps} steps on the failures…")
+        elif isinstance(e, TrainedEvent):
             fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
-            note = " [yellow](collapse guard: kept the best weights)[/]" if e["collapsed"] else ""
+            note = " [yellow](collapse guard: kept the best weights)[/]" if e.collapsed else ""
             self.progress.console.print(
-                f"  round {e['round'] + 1}: SDPO divergence {fmt(before)} → {fmt(after)} "
+                f"  round {e.round + 1}: SDPO divergence {fmt(e.loss_before)} → {fmt(e.loss_after)} "
                 f"[dim]({time.monotonic() - self.t_phase:.0f} s)[/]{note}"
             )
-        elif kind == "done":
-            self._say(e["status"])
+        elif isinstance(e, ClaimedEvent) and e.delivery > 1:
+            self.progress.console.print(f"  [yellow]resumed by {e.worker} from round {e.resumed_from_round + 1}[/]")
+        elif isinstance(e, CancelRequestedEvent):
+            self.progress.console.print("  [yellow]cancel requested[/]")
+        elif isinstance(e, DoneEvent):
+            self.ended(e.status)
+
+    def ended(self, status: str) -> None:
+        """The job is over (a `done` event followed, or a local solve returned)."""
+        self._say(status)
 
     def summary(self, r: SolveResult) -> None:
         colour = {"solved": "green", "exhausted": "yellow"}.get(r.status, "red")

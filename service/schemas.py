@@ -140,3 +140,20 @@ class SolveResult(_Model):
     timings: RoundTimings = Field(description="Totals over all rounds.")
     wall_s: float
     tokens_generated: int
+
+
+# ---- checkpoints (what workers hand on to each other; never sent to a client) ---------
+
+
+class SolveState(BaseModel):
+    """Everything a job has accumulated after its last finished round: with the adapter
+    snapshot of that round, enough to resume the job exactly where it stood."""
+
+    attempts: list[AttemptRecord] = Field(default_factory=list)
+    rounds: list[RoundRecord] = Field(default_factory=list)
+    # per attempt: the completion's tokens (needed to distil it later)
+    tokens: list[list[int]] = Field(default_factory=list)
+    # multi_turn: per conversation, the message history / the feedback so far
+    conversations: list[list[dict[str, str]]] = Field(default_factory=list)
+    feedback: list[list[str]] = Field(default_factory=list)
+    elapsed_s: float = 0.0  # wall time spent before a resume (deadlines span restarts)

@@ -19,25 +19,29 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from pydantic import BaseModel, Field
-
 from adapters.lifecycle import Adapter, AdapterPool
 from adapters.trainer import DistillSample, SDPOTrainer
 from sandbox.specs import VerifierSpec
 from service import prompts, templates
 from service.engines.base import Completion, Engine, SamplingParams
+from service.events import (
+    RoundStartEvent,
+    SolverEvent,
+    TrainedEvent,
+    TrainingEvent,
+    VerifiedEvent,
+)
 from service.schemas import (
     AttemptRecord,
     RoundRecord,
     RoundTimings,
     SolveRequest,
     SolveResult,
+    SolveState,
     TrainStats,
 )
 
 log = logging.getLogger(__name__)
-
-Event = dict[str, Any]
 
 
 class Verifier(Protocol):
@@ -58,20 +62,6 @@ class SolverDeps:
     verify: Verifier
 
 
-class SolveState(BaseModel):
-    """Everything a job has accumulated after its last finished round: with the adapter
-    snapshot of that round, enough to resume the job exactly where it stood."""
-
-    attempts: list[AttemptRecord] = Field(default_factory=list)
-    rounds: list[RoundRecord] = Field(default_factory=list)
-    # per attempt: the completion's tokens (needed to distil it later)
-    tokens: list[list[int]] = Field(default_factory=list)
-    # multi_turn: per conversation, the message history / the feedback so far
-    conversations: list[list[dict[str, str]]] = Field(default_factory=list)
-    feedback: list[list[str]] = Field(default_factory=list)
-    elapsed_s: float = 0.0  # wall time spent before a resume (deadlines span restarts)
-
-
 # Called after every finished round with the state and the adapter snapshot (sdpo only),
 # before the next round starts: persisting both makes a crash lose at most one round.
 Checkpoint = Callable[[SolveState, bytes | None], None]
@@ -90,7 +80,7 @@ class Solver:
         req: SolveRequest,
         *,
         job_id: str | None = None,
-        on_event: Callable[[Event], None] | None = None,
+        on_event: Callable[[SolverEvent], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
         checkpoint: Checkpoint | None = None,
         resume: tuple[SolveState, bytes | None] | None = None,
@@ -98,8 +88,10 @@ class Solver:
         """Run the loop until an attempt passes or the budget is spent. Never raises for
         a problem inside the loop: the result says `failed` with the reason instead.
 
-        `resume` continues a job from a checkpoint (state + adapter snapshot); rounds
-        already recorded there are not run, nor counted, again."""
+        `on_event` gets each round's progress; the job's end is the result itself (a worker
+        stores it, with its `done` event, in one transaction). `resume` continues a job
+        from a checkpoint (state + adapter snapshot); rounds already recorded there are not
+        run, nor counted, again."""
         job_id = job_id or uuid.uuid4().hex
         emit = on_event or (lambda e: None)
         is_cancelled = cancelled or (lambda: False)
@@ -119,10 +111,7 @@ class Solver:
         finally:
             if adapter is not None:
                 self.d.pool.delete(adapter)
-        result = self._result(req, st, status, reason, t0)
-        emit({"type": "done", "status": result.status, "reason": result.reason,
-              "attempts_used": result.attempts_used, "solved_attempt": result.solved_attempt})
-        return result
+        return self._result(req, st, status, reason, t0)
 
     # -- the loop ----------------------------------------------------------------------------
     def _loop(self, req, st: SolveState, adapter, t0, emit, is_cancelled, checkpoint) -> tuple[str, str | None]:
@@ -141,7 +130,7 @@ class Solver:
 
             rnd = len(st.rounds)
             n = min(s.n, b.max_attempts - used)
-            emit({"type": "round_start", "round": rnd, "attempts_used": used, "n": n})
+            emit(RoundStartEvent(round=rnd, attempts_used=used, n=n))
             timings = RoundTimings()
 
             t = time.monotonic()
@@ -166,20 +155,20 @@ class Solver:
             record = RoundRecord(round=rnd, attempts=indices, passes=passes, timings=timings,
                                  adapter_version=adapter.version if adapter else None)
             st.rounds.append(record)
-            emit({"type": "verified", "round": rnd, "attempts_used": len(st.attempts), "passes": passes,
-                  "kinds": [st.attempts[i].kind for i in indices]})
+            emit(VerifiedEvent(round=rnd, attempts_used=len(st.attempts), passes=passes,
+                               kinds=[st.attempts[i].kind for i in indices]))
             if passes:
                 return "solved", None
 
             more_to_come = len(st.attempts) < b.max_attempts and (b.max_rounds is None or len(st.rounds) < b.max_rounds)
             if req.strategy == "sdpo" and adapter is not None and more_to_come and req.sdpo.steps > 0:
-                emit({"type": "training", "round": rnd, "steps": req.sdpo.steps})
+                emit(TrainingEvent(round=rnd, steps=req.sdpo.steps))
                 t = time.monotonic()
                 record.train = self._train(req, st, adapter, rnd)
                 timings.train_s = time.monotonic() - t
                 record.adapter_version = adapter.version
-                emit({"type": "trained", "round": rnd, "loss_before": record.train.loss_before,
-                      "loss_after": record.train.loss_after, "collapsed": record.train.collapsed})
+                emit(TrainedEvent(round=rnd, loss_before=record.train.loss_before,
+                                  loss_after=record.train.loss_after, collapsed=record.train.collapsed))
             elif req.strategy == "multi_turn":
                 self._extend_conversations(req, st, batch, indices, conv_of)
             if checkpoint is not None:

@@ -22,16 +22,24 @@ stored, so they are not counted twice, but the compute is spent twice).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from typing import Callable
 
 from service.errors import LeaseLost
-from service.schemas import SolveRequest
+from service.events import SolverEvent
+from service.schemas import SolveState
 from service.settings import Settings
-from service.store import FINAL, Store, cacheable, default_worker_name
+from service.store import Store, cacheable
 
 log = logging.getLogger(__name__)
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class Worker:
@@ -116,7 +124,7 @@ class Worker:
 
     def process(self, entry_id: str, jid: str) -> None:
         from service.errors import JobNotFound
-        from service.solver import SolveState, Solver
+        from service.solver import Solver
 
         st = self.store
         delivery = st.deliveries(entry_id)
@@ -125,25 +133,25 @@ class Worker:
         except JobNotFound:
             st.ack(entry_id)
             return
-        if job["status"] in FINAL:
+        if job.is_final:
             st.ack(entry_id)
             return
         if delivery > self.settings.max_deliveries:
             st.fail(jid, entry_id, f"gave up after {delivery - 1} deliveries: the worker running this job "
-                                   f"stopped without finishing it each time (last: {job.get('owner') or 'unknown'})")
+                                   f"stopped without finishing it each time (last: {job.owner or 'unknown'})")
             return
         claimed = st.claim(jid, self.name, delivery)
         if claimed is None:
             st.ack(entry_id)
             return
         epoch, job = claimed
-        req = SolveRequest.model_validate_json(job["request"])
+        req = job.solve_request()
         resume = st.load_checkpoint(jid)
-        if resume is None and job.get("init_adapter_from"):
-            src = st.latest_adapter(job["init_adapter_from"])
+        if resume is None and job.init_adapter_from:
+            src = st.latest_adapter(job.init_adapter_from)
             if src is None:
                 self._finish_without_solving(jid, epoch, entry_id, req, "failed",
-                                             f"init_adapter_from: job {job['init_adapter_from']} has no stored adapter "
+                                             f"init_adapter_from: job {job.init_adapter_from} has no stored adapter "
                                              "(it expired)")
                 return
             resume = (SolveState(), src[1])
@@ -164,12 +172,11 @@ class Worker:
                 except Exception:
                     log.exception("heartbeat of %s failed", jid)
 
-        def on_event(e: dict) -> None:
-            if e.get("type") != "done":  # `done` is written with the final record, atomically
-                try:
-                    st.add_event(jid, e)
-                except Exception:
-                    log.exception("event of %s not stored", jid)
+        def on_event(e: SolverEvent) -> None:
+            try:
+                st.add_event(jid, e)
+            except Exception:
+                log.exception("event of %s not stored", jid)
 
         def checkpoint(state, blob) -> None:
             try:
@@ -209,7 +216,7 @@ class Worker:
             return
         try:
             st.finalize(jid, epoch, entry_id, result, stored=progress["stored"], stored_rounds=progress["rounds"],
-                        fingerprint_=job.get("fingerprint") or None, cache=cacheable(result, req))
+                        fingerprint_=job.fingerprint, cache=cacheable(result, req))
         except LeaseLost:
             log.warning("job %s: result dropped, another worker owns it now", jid)
         self._beat(force=True)

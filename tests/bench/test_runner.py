@@ -7,6 +7,7 @@ import pytest
 from bench import runner
 from bench.runner import BenchConfig, ConfigMismatch
 from bench.sets import BenchProblem
+from service.events import RoundStartEvent
 from service.schemas import ProblemFile
 
 from .conftest import fake_result
@@ -30,7 +31,7 @@ class FakeSolve:
         key = (req.problem.question.split()[-1], req.strategy, req.seed)
         self.calls.append(key)
         if on_event:
-            on_event({"type": "round_start", "round": 0, "attempts_used": 0, "n": req.sampling.n})
+            on_event(RoundStartEvent(round=0, attempts_used=0, n=req.sampling.n))
         if key in self.boom:
             raise RuntimeError("engine fell over")
         return fake_result(req, 1 if key[0] == "a" else None)

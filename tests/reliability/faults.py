@@ -15,7 +15,7 @@ import socket
 import time
 
 from tests.reliability.live import Stack
-from tests.service.api.conftest import ANYTHING, IMPOSSIBLE, TINY_SDPO
+from tests.service.conftest import ANYTHING, IMPOSSIBLE, TINY_SDPO
 
 
 def sdpo_job(question: str, *, attempts: int, seed: int) -> dict:

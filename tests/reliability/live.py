@@ -25,7 +25,7 @@ import httpx
 import psutil
 import redis
 
-from tests.service.api.conftest import _redis_server_binary, free_port
+from tests.service.conftest import _redis_server_binary, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FINAL = ("solved", "exhausted", "cancelled", "failed")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from tests.service.api.conftest import ANYTHING, IMPOSSIBLE, TINY_SDPO
+from tests.service.conftest import ANYTHING, IMPOSSIBLE, TINY_SDPO
 
 LOAD_JOBS = 50
 

@@ -47,7 +47,8 @@ def test_each_strategy_respects_budget_and_returns_valid_result(tiny_deps, strat
         assert res.rounds[-1].adapter_version == 2
     if strategy == "multi_turn" and len(res.rounds) > 1:
         assert {a.conversation for a in res.attempts} == {0, 1}
-    assert events[-1]["type"] == "done" and events[-1]["attempts_used"] == res.attempts_used
+    assert events[-1].type == "verified" and events[-1].attempts_used == res.attempts_used
+    assert "done" not in {e.type for e in events}  # the store's: written with the final record
     assert not tiny_deps.pool.adapters  # the job's adapter is gone
 
 

