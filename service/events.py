@@ -29,7 +29,9 @@ from service.schemas import JobStatus
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown fields are ignored, not refused: a `tta watch` stays readable against a newer
+    # server that adds a field to an event.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     ts: float | None = Field(None, description="Unix time the store appended the event (absent before).")
 

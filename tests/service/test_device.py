@@ -1,0 +1,34 @@
+"""What `TTA_DTYPE` trains in, and that a benchmark's host label says the same."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import host
+from service.device import pick_dtype
+from service.settings import get_settings
+
+
+def test_auto_trains_in_fp32_on_any_cpu_and_bf16_on_a_gpu():
+    # fp32 on CPUs with native bf16 too: bf16 rounding is larger than what the guard decides on
+    assert pick_dtype("auto", torch.device("cpu")) is torch.float32
+    assert pick_dtype("auto", torch.device("cuda")) is torch.bfloat16
+
+
+def test_an_explicit_dtype_wins():
+    assert pick_dtype("bfloat16", torch.device("cpu")) is torch.bfloat16
+    assert pick_dtype("float32", torch.device("cuda")) is torch.float32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the label names the GPU there")
+@pytest.mark.parametrize(("setting", "label"), [("auto", "fp32"), ("float32", "fp32"), ("bfloat16", "bf16")])
+def test_host_label_names_the_dtype_this_process_trains_in(monkeypatch, setting, label):
+    monkeypatch.setenv("TTA_DTYPE", setting)
+    get_settings.cache_clear()
+    host.host_label.cache_clear()
+    try:
+        assert host.host_label().endswith(f", {label} CPU training")
+    finally:
+        get_settings.cache_clear()
+        host.host_label.cache_clear()
