@@ -48,7 +48,7 @@ class SolveRequest(_Model):
 
     problem: Problem
     verifier: VerifierSpec
-    strategy: Strategy = Field("sdpo", description="sdpo | best_of_k | multi_turn (DESIGN §1).")
+    strategy: Strategy = Field("sdpo", description="sdpo | best_of_k | multi_turn (docs/architecture.md §1).")
     budget: Budget = Field(default_factory=Budget)
     sampling: Sampling = Field(default_factory=Sampling)
     sdpo: SdpoOptions = Field(default_factory=SdpoOptions)
@@ -102,6 +102,16 @@ class RoundTimings(_Model):
     train_s: float = 0.0
 
 
+class TrainTimings(_Model):
+    """Where a training round's seconds went (they add up to about RoundTimings.train_s)."""
+
+    teacher_s: float = Field(0.0, description="The teacher's forward pass over the round's failures (once).")
+    forward_s: float = Field(0.0, description="The student's forward passes, one per step.")
+    backward_s: float = Field(0.0, description="Their backward passes.")
+    optimizer_s: float = Field(0.0, description="Gradient clipping, AdamW steps and backtracking restores.")
+    guard_s: float = Field(0.0, description="The forward pass that measures the kept weights.")
+
+
 class TrainStats(_Model):
     steps: int
     step_divergence: list[float]
@@ -113,6 +123,7 @@ class TrainStats(_Model):
     final_lr: float | None = Field(None, description="The step size the round ended at.")
     tokens: int
     samples: int
+    timings: TrainTimings = Field(default_factory=TrainTimings)
 
 
 class RoundRecord(_Model):

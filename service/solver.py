@@ -1,7 +1,7 @@
 """The solve loop: generate -> verify -> feedback, for the three strategies on equal terms.
 
 One loop, one attempt counter, one budget check; the strategies differ only in how a
-round's prompts are built and what happens between rounds (DESIGN §1):
+round's prompts are built and what happens between rounds (docs/architecture.md §1):
 
   sdpo        n samples from base + this job's LoRA; SDPO steps on the round's failures
   best_of_k   n independent samples from the base model; nothing between rounds
@@ -39,6 +39,7 @@ from service.schemas import (
     SolveResult,
     SolveState,
     TrainStats,
+    TrainTimings,
 )
 
 log = logging.getLogger(__name__)
@@ -233,6 +234,8 @@ class Solver:
             loss_before=nan(rep.loss_before), loss_after=nan(rep.loss_after), kept_step=rep.kept_step,
             collapsed=rep.collapsed, backtracks=rep.backtracks, final_lr=nan(rep.final_lr),
             tokens=rep.tokens, samples=len(samples),
+            timings=TrainTimings(teacher_s=rep.teacher_s, forward_s=rep.forward_s, backward_s=rep.backward_s,
+                                 optimizer_s=rep.optimizer_s, guard_s=rep.guard_s),
         )
 
     # -- result ------------------------------------------------------------------------------
