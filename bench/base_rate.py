@@ -47,9 +47,9 @@ def main() -> None:
     from service import prompts
     from service.engines.base import SamplingParams
     from service.problem_file import load_problem_file
-    from service.runtime import build_solver_deps
     from service.schemas import ProblemFile
     from service.settings import get_settings
+    from service.wiring import build_solver_deps
 
     items: list[tuple[str, ProblemFile]] = [(str(f), load_problem_file(f)) for f in args.files]
     if args.humaneval:

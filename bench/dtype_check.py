@@ -96,9 +96,9 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     from bench.sets import load_set
     from bench.sweep import build_rounds
     from service import prompts
-    from service.runtime import build_solver_deps, load_model
     from service.schemas import SolveRequest
     from service.settings import get_settings
+    from service.wiring import build_solver_deps, load_model
 
     console = Console(stderr=True)
     settings = get_settings()

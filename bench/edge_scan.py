@@ -75,7 +75,14 @@ def main() -> None:
 
     from rich.console import Console
 
-    from bench.sets import EDGE_HI, EDGE_LO, EDGE_MIN_SAMPLES, pooled_rates, read_rates, select_edge
+    from bench.sets import (
+        EDGE_HI,
+        EDGE_LO,
+        EDGE_MIN_SAMPLES,
+        pooled_rates,
+        read_rates,
+        select_edge,
+    )
 
     console = Console(stderr=True)
     if args.select:
@@ -87,15 +94,21 @@ def main() -> None:
         console.print(f"{len(select_edge(rows))} of {len(pooled)} measured tasks in [{EDGE_LO:.0%}, {EDGE_HI:.0%}]")
         return
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from bench.base_rate import wilson
     from bench.problems import humaneval_request, humaneval_tasks
     from service import prompts
     from service.engines.base import SamplingParams
-    from service.runtime import build_solver_deps
     from service.schemas import ProblemFile
     from service.settings import get_settings
+    from service.wiring import build_solver_deps
 
     tasks = humaneval_tasks()
     ids = parse_tasks(args.tasks) if args.tasks else list(tasks)

@@ -33,10 +33,10 @@ def _one(engine: str, problem: Path, seed: int, max_attempts: int, n: int | None
 
     os.environ["TTA_ENGINE"] = engine
     from service.problem_file import load_problem_file
-    from service.runtime import build_solver_deps
     from service.schemas import SolveRequest
     from service.settings import Settings
     from service.solver import Solver
+    from service.wiring import build_solver_deps
 
     t = time.monotonic()
     deps = build_solver_deps(Settings())

@@ -76,8 +76,8 @@ def main() -> None:
     from service.engines.base import SamplingParams
     from service.engines.llamacpp import LlamaCppEngine
     from service.engines.transformers import TransformersEngine
-    from service.runtime import load_model
     from service.settings import Settings
+    from service.wiring import load_model
 
     settings = Settings(model=args.model, engine="transformers")
     t = time.perf_counter()

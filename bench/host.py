@@ -1,7 +1,7 @@
 """Which machine timed a benchmark run. Each record carries it so a report can say when its
 seconds axis compares runs timed on different machines: baselines imported with
 `--baselines-from` were timed wherever that run was, and the training dtype changes training
-time 2x or more (service.runtime.auto_dtype_name). Attempts and tokens do not depend on the
+time 2x or more (service.device.auto_dtype_name). Attempts and tokens do not depend on the
 machine; kept updates can depend on the dtype (bench/results/dtype_check.md)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from service.runtime import dtype_name
+from service.device import dtype_name
 from service.settings import get_settings
 
 

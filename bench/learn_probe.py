@@ -44,8 +44,8 @@ def main() -> None:
     from service import prompts
     from service.engines.base import SamplingParams
     from service.problem_file import load_problem_file
-    from service.runtime import build_solver_deps
     from service.settings import get_settings
+    from service.wiring import build_solver_deps
 
     console = Console()
     pf = load_problem_file(args.problem)

@@ -38,10 +38,10 @@ def main() -> None:
     from rich.table import Table
 
     from service.problem_file import load_problem_file
-    from service.runtime import build_solver_deps
     from service.schemas import SolveRequest
     from service.settings import Settings
     from service.solver import Solver
+    from service.wiring import build_solver_deps
 
     console = Console()
     settings = Settings()

@@ -331,8 +331,8 @@ def model_solver(settings: Any, on_load: Callable[[], Any] | None = None) -> Sol
 
     def solve(req: SolveRequest, on_event: Callable[[SolverEvent], None] | None = None) -> SolveResult:
         if "solver" not in state:
-            from service.runtime import build_solver_deps
             from service.solver import Solver
+            from service.wiring import build_solver_deps
 
             ctx = on_load() if on_load else None
             if ctx is not None:

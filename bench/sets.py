@@ -41,7 +41,7 @@ RATES_FILE = Path(__file__).resolve().parent / "results" / "humaneval_rates.json
 HUMANEVAL_TASKS = 164
 QUICK_FILES = ("fibonacci_json.yaml", "match_parens.yaml")
 
-# humaneval-edge selection rule (DESIGN: "at the edge"): at least one pass, rate within these.
+# humaneval-edge selection rule (docs/architecture.md §9, "at the edge"): at least one pass, rate within these.
 EDGE_LO, EDGE_HI, EDGE_MODEL, EDGE_MIN_SAMPLES = 0.01, 0.30, "default", 8
 
 # SDPO defaults are tuned on DEV_TASKS only; headline numbers come from the rest of the edge set.

@@ -264,13 +264,20 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     configs = args.config or ["default"]
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from adapters.trainer import DistillSample
     from bench.sets import load_set
     from service import prompts
-    from service.runtime import build_solver_deps
     from service.settings import get_settings
+    from service.wiring import build_solver_deps
 
     console = Console(stderr=True)
     settings = get_settings()

@@ -74,8 +74,8 @@ def main() -> None:
     from service import prompts
     from service.engines.base import SamplingParams
     from service.engines.vllm import VLLMEngine
-    from service.runtime import load_model
     from service.settings import Settings
+    from service.wiring import load_model
 
     load0 = os.getloadavg()
     settings = Settings(model=args.model, engine="vllm", vllm_kv_cache_gib=args.kv_cache_gib,

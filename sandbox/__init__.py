@@ -10,12 +10,25 @@ This package knows nothing of models and never imports `service`.
 """
 
 from sandbox.client import RemoteVerifier
-from sandbox.errors import HttpVerifierRefused, SandboxError, SandboxUnavailable, VerifierUnreachable
+from sandbox.errors import (
+    HttpVerifierRefused,
+    SandboxError,
+    SandboxUnavailable,
+    VerifierUnreachable,
+)
 from sandbox.extract import extract_code
 from sandbox.http_verifier import HttpPolicy
 from sandbox.limits import SandboxLimits
 from sandbox.runner import Runner, RunResult
-from sandbox.specs import ExactSpec, HttpSpec, MathSpec, PythonTestsSpec, RegexSpec, TestCase, VerifierSpec
+from sandbox.specs import (
+    ExactSpec,
+    HttpSpec,
+    MathSpec,
+    PythonTestsSpec,
+    RegexSpec,
+    TestCase,
+    VerifierSpec,
+)
 from sandbox.verifiers import Verification, verify, verify_many
 
 

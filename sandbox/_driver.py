@@ -17,14 +17,13 @@ and interpreter finalisation (a full GC, module teardown, joining threads the co
 left running) would only add CPU time and latency to every attempt.
 """
 
+import _json
+import _signal
 import builtins
 import io
 import posix
 import sys
 import time
-
-import _json
-import _signal
 
 SOLUTION_FILE = "solution.py"
 TESTS_FILE = "tests.py"

@@ -1,4 +1,4 @@
-"""The feedback text a model sees about a failed attempt (LeetCode style, DESIGN §2).
+"""The feedback text a model sees about a failed attempt (LeetCode style, docs/architecture.md §7).
 
 Contract: deterministic (same result -> same text, no timings or nonces), at most
 FEEDBACK_BUDGET characters, each shown field at most FIELD_BUDGET characters, at most

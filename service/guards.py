@@ -1,6 +1,6 @@
 """Request guards of the HTTP API: bearer API keys and the request size limit.
 
-Auth policy (DESIGN §6: open only when explicitly disabled):
+Auth policy (docs/architecture.md §6: open only when explicitly disabled):
   TTA_AUTH=on (default) with TTA_API_KEYS="k1,k2"  -> `Authorization: Bearer <key>` required on /v1/*
   TTA_AUTH=on with no keys                         -> the app refuses to start (ServiceMisconfigured)
   TTA_AUTH=off                                     -> open; every caller is the key id "anonymous"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from service.api_models import ChatCompletionRequest, JobCreate
+from service.api_schemas import ChatCompletionRequest, JobCreate
 from service.errors import InvalidRequest, ModelNotServed
 from service.schemas import Strategy
 from service.store import JobRecord

@@ -35,8 +35,8 @@ class Settings(BaseSettings):
 
     model: str = Field(
         "default",
-        description="`default` (Qwen2.5-Coder-0.5B-Instruct), `tiny` (SmolLM2-135M-Instruct) "
-        "or a path to a local Hugging Face model directory. Never downloaded.",
+        description="`default` (Qwen2.5-Coder-0.5B-Instruct), `coder-1.5b` (Qwen2.5-Coder-1.5B-Instruct), "
+        "`tiny` (SmolLM2-135M-Instruct) or a path to a local Hugging Face model directory. Never downloaded.",
     )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         "auto",
         description="Training/inference dtype; `auto` = bf16 on GPUs, fp32 on every CPU (even with native "
         "bf16, its rounding exceeds the divergence changes the trainer's guard decides on; see "
-        "service/runtime.auto_dtype_name).",
+        "service/device.auto_dtype_name).",
     )
     threads: int | None = Field(None, description="torch intra-op threads; default: all cores.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

@@ -1,6 +1,6 @@
 """Every prompt text the solve loop builds, in one place, versioned.
 
-The reprompt and multi-turn texts follow the SDPO reference configuration (DESIGN §2).
+The reprompt and multi-turn texts follow the SDPO reference configuration (docs/architecture.md §2).
 `TEMPLATES_VERSION` is recorded in every job's result: change it whenever a text changes,
 so that results produced under different prompts are never compared unknowingly.
 """

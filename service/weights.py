@@ -16,10 +16,10 @@ import hashlib
 import importlib.util
 import json
 import logging
-import re
-import struct
 import os
+import re
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path

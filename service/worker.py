@@ -1,4 +1,4 @@
-"""Runs queued jobs. Many workers, on many machines, share one Redis (DESIGN §5, §7).
+"""Runs queued jobs. Many workers, on many machines, share one Redis (docs/architecture.md §5, §8).
 
 Distribution is a Redis Stream with one consumer group: XREADGROUP hands each new job to
 one worker; the entry stays in the group's pending list until the worker's final
@@ -222,8 +222,8 @@ class Worker:
         self._beat(force=True)
 
     def _finish_without_solving(self, jid, epoch, entry_id, req, status, reason) -> None:
-        from service.schemas import RoundTimings, SolveResult
         from service import templates
+        from service.schemas import RoundTimings, SolveResult
 
         result = SolveResult(status=status, reason=reason, strategy=req.strategy, model=self.deps.model_name,
                              engine=self.deps.engine.name, seed=req.seed, attempts_used=0, rounds=[], attempts=[],

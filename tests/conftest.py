@@ -28,14 +28,14 @@ def tiny_settings():
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_settings):
-    """SmolLM2-135M-Instruct: a real model for mechanics, not for claims (DESIGN §4)."""
-    from service.runtime import load_model
+    """SmolLM2-135M-Instruct: a real model for mechanics, not for claims (docs/architecture.md §3)."""
+    from service.wiring import load_model
 
     return load_model(tiny_settings)
 
 
 @pytest.fixture(scope="session")
 def tiny_deps(tiny_settings, tiny_model):
-    from service.runtime import build_solver_deps
+    from service.wiring import build_solver_deps
 
     return build_solver_deps(tiny_settings, tiny_model)

@@ -10,8 +10,8 @@ from service.errors import EngineUnavailable
 if TYPE_CHECKING:
     from adapters.lifecycle import AdapterPool
     from service.engines.base import Engine
-    from service.runtime import LoadedModel
     from service.settings import Settings
+    from service.wiring import LoadedModel
 
 
 def available(package: str) -> bool:
@@ -20,7 +20,7 @@ def available(package: str) -> bool:
 
 def select_engine(settings: Settings, lm: LoadedModel, pool: AdapterPool) -> Engine:
     """`auto`: vLLM on a CUDA GPU when the `vllm` package is installed; llama.cpp on CPU
-    when the model has a GGUF and `llama_cpp` is installed (DESIGN §4: several times faster
+    when the model has a GGUF and `llama_cpp` is installed (docs/architecture.md §3: several times faster
     there); the transformers reference engine otherwise."""
     choice = settings.engine
     if choice == "auto":

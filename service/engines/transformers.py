@@ -1,7 +1,7 @@
 """The reference engine: generation with transformers on the trainer's own PeftModel.
 
 It shares the `AdapterPool` with the trainer, so a freshly trained adapter is used by the
-next round with no hand-over at all. Slow on CPUs (see DESIGN §4), simple and exact.
+next round with no hand-over at all. Slow on CPUs (see docs/architecture.md §3), simple and exact.
 """
 
 from __future__ import annotations

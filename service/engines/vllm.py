@@ -55,8 +55,8 @@ from adapters.lifecycle import Adapter, AdapterPool, peft_config
 from service.engines.base import Completion, SamplingParams, stop_token_ids
 
 if TYPE_CHECKING:
-    from service.runtime import LoadedModel
     from service.settings import Settings
+    from service.wiring import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Redis persistence of jobs, attempts, adapter snapshots, events and the result cache
-(DESIGN §5). One implementation for a real Redis server and the embedded one.
+(docs/architecture.md §5). One implementation for a real Redis server and the embedded one.
 
 `Store` is the one way in; its parts live along their jobs:
 

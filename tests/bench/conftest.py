@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from service.schemas import AttemptRecord, RoundRecord, RoundTimings, SolveRequest, SolveResult
+from service.schemas import (
+    AttemptRecord,
+    RoundRecord,
+    RoundTimings,
+    SolveRequest,
+    SolveResult,
+)
 
 
 def fake_result(req: SolveRequest, solved_at: int | None, tokens: int = 10,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from service.models import DEFAULT, embedded_gguf
+from service.weights import DEFAULT, embedded_gguf
 
 
 def test_assembled_model_survives_losing_sub_second_mtimes(tmp_path):

@@ -10,7 +10,12 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 
-from tests.deploy.conftest import ROOT, dockerfile_of, enabled_services, parse_dockerfile
+from tests.deploy.conftest import (
+    ROOT,
+    dockerfile_of,
+    enabled_services,
+    parse_dockerfile,
+)
 
 PROFILES = ("gpu", "cpu")
 

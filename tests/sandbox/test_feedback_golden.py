@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.feedback import FEEDBACK_BUDGET, format_feedback, harness_feedback, math_feedback
+from sandbox.feedback import (
+    FEEDBACK_BUDGET,
+    format_feedback,
+    harness_feedback,
+    math_feedback,
+)
 from sandbox.harness import CaseResult, HarnessResult
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -10,7 +10,15 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from sandbox import MathSpec, PythonTestsSpec, RemoteVerifier, SandboxLimits, Verification, VerifierUnreachable, create_app
+from sandbox import (
+    MathSpec,
+    PythonTestsSpec,
+    RemoteVerifier,
+    SandboxLimits,
+    Verification,
+    VerifierUnreachable,
+    create_app,
+)
 from tests.sandbox.local_http import QuietHandler, serving
 
 SPEC = PythonTestsSpec(type="python_tests", format="stdio", cases=[{"input": "2\n", "output": "4\n"}])

@@ -140,8 +140,8 @@ def test_tokenisation_and_stop_tokens_agree_with_hf(engine, tiny_model):
 
 
 def tiny_deps_stop_ids(lm):
-    from service.engines.transformers import TransformersEngine
     from adapters.lifecycle import AdapterPool
+    from service.engines.transformers import TransformersEngine
 
     return TransformersEngine(AdapterPool(lm.model), lm.tokenizer, lm.device).stop_ids
 
@@ -240,8 +240,8 @@ def test_parallel_and_sequential_decode_agree(engine, tiny_model):
 
 # -- (f) the solve loop on this engine -----------------------------------------------------
 def test_sdpo_solve_end_to_end(engine, tiny_deps):
-    from tests.engine_cases import unsolvable_sdpo_request
     from service.solver import Solver
+    from tests.engine_cases import unsolvable_sdpo_request
 
     req = unsolvable_sdpo_request()
     res = Solver(replace(tiny_deps, engine=engine)).solve(req)

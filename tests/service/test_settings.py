@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from sandbox import PythonTestsSpec, SandboxLimits
-from service.runtime import build_verifier
 from service.settings import Settings
+from service.wiring import build_verifier
 from tests.deploy.conftest import start_guarded_sandbox, stop
 
 SPEC = PythonTestsSpec(type="python_tests", format="stdio", cases=[{"input": "", "output": "ok\n"}], time_limit_s=20)

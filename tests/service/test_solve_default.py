@@ -39,8 +39,8 @@ def test_tta_solve_bundled_example_on_default_model():
 
 @pytest.fixture(scope="module")
 def default_deps():
-    from service.runtime import build_solver_deps
     from service.settings import Settings
+    from service.wiring import build_solver_deps
 
     return build_solver_deps(Settings(model="default", engine="transformers"))
 

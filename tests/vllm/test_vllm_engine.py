@@ -20,8 +20,10 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed (run scripts/setup_vllm.sh and use .venv-vllm)")
 
-from adapters.options import LoraOptions  # noqa: E402
-from adapters.options import SdpoOptions  # noqa: E402
+from adapters.options import (
+    LoraOptions,  # noqa: E402
+    SdpoOptions,  # noqa: E402
+)
 from adapters.trainer import DistillSample  # noqa: E402
 from service import prompts, templates  # noqa: E402
 from service.engines.base import SamplingParams  # noqa: E402
@@ -46,7 +48,7 @@ def vsettings():
 @pytest.fixture(scope="module")
 def deps(vsettings):
     """Model, pool, trainer and the vLLM engine picked by `select_engine` (one start-up)."""
-    from service.runtime import build_solver_deps, load_model
+    from service.wiring import build_solver_deps, load_model
 
     d = build_solver_deps(vsettings, load_model(vsettings))
     yield d
@@ -210,8 +212,8 @@ def test_rank_above_the_engine_limit_is_refused(deps, ps):
 
 
 def test_sdpo_solve_end_to_end(deps):
-    from tests.engine_cases import unsolvable_sdpo_request
     from service.solver import Solver
+    from tests.engine_cases import unsolvable_sdpo_request
 
     req = unsolvable_sdpo_request()
     events: list[dict] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.service.api.conftest import job_body
+from tests.service.conftest import job_body
 
 
 def test_lora_targets_the_model_lacks_are_422_naming_the_valid_ones(client):

@@ -1,4 +1,5 @@
-"""Device and dtype choice, and loading the base model + tokenizer for torch engines."""
+"""The composition root: load the configured model and build what a solve needs from the
+settings (the model, its adapter pool and trainer, the engine, the verifier), once per process."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service.models import ResolvedModel, resolve_model
+from service.device import pick_device, pick_dtype
 from service.settings import Settings
+from service.weights import ResolvedModel, resolve_model
 
 if TYPE_CHECKING:
     import torch
@@ -15,39 +17,6 @@ if TYPE_CHECKING:
 # verifier, and importing torch cost them ~2.5 s per call
 
 log = logging.getLogger(__name__)
-
-
-def auto_dtype_name(device_type: str) -> str:
-    """What `TTA_DTYPE=auto` trains in: bf16 on a GPU, fp32 on a CPU.
-
-    Not bf16 on CPUs that compute it natively (AVX-512-BF16, AMX), though training there is
-    1.9-2.2x faster in bf16: every layer's output, LoRA delta included, is then rounded to 8
-    bits of mantissa, which moved a round's measured divergence by 1.1e-4 to 5.4e-4 nats,
-    far more than the changes the trainer's guard decides on. Measured on the dev split
-    (bench/results/dtype_check.md, 4 rounds): the gradients agree (cosine 0.997-0.999), but
-    the bf16 guard kept an update it read as a 4e-6 decrease which, read in fp32, raised the
-    divergence by 1.8e-4; in fp32 the guard kept none of those updates.
-    On a CPU without native bf16, bf16 is emulated and at least 4x slower (DESIGN §4)."""
-    return "bfloat16" if device_type == "cuda" else "float32"
-
-
-def dtype_name(setting: str, device_type: str) -> str:
-    """`TTA_DTYPE` resolved for a device, without importing torch (bench host labels use it)."""
-    return auto_dtype_name(device_type) if setting == "auto" else setting
-
-
-def pick_device(setting: str) -> torch.device:
-    import torch
-
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
-def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
-    import torch
-
-    return getattr(torch, dtype_name(setting, device.type))
 
 
 @dataclass
