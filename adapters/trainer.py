@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ class SDPOTrainer:
     def _hidden_shared(self, prompts: list[list[int]], responses: list[list[int]], shared: int) -> torch.Tensor:
         body = self._body()
         pre = body(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True)
-        cache = pre.past_key_values
+        cache = getattr(pre, "cache", None) or pre.past_key_values
         cache.batch_repeat_interleave(len(prompts))
         tails = [p[shared:] + r for p, r in zip(prompts, responses)]
         width = max(len(t) for t in tails)
@@ -161,8 +162,10 @@ class SDPOTrainer:
         for i, t in enumerate(tails):
             ids[i, : len(t)] = torch.tensor(t)
             att[i, shared : shared + len(t)] = 1
-        out = body(input_ids=ids.to(self.device), attention_mask=att.to(self.device), past_key_values=cache,
-                   use_cache=True)
+        # transformers 5.24 renamed the argument (`past_key_values` -> `cache`); vLLM's venv pins
+        # an older release that knows only the old name.
+        kw = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+        out = body(input_ids=ids.to(self.device), attention_mask=att.to(self.device), use_cache=True, **{kw: cache})
         h = out.last_hidden_state
         # The shared prefix stops at least one token short of every prompt, so the position that
         # predicts a response's first token (its prompt's last) lies in the tail.
