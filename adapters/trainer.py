@@ -113,6 +113,10 @@ class SDPOTrainer:
         self.pool = pool
         self.device = torch.device(device)
         self.share_prefix = share_prefix  # False: every sample encodes its whole prompt (the reference path)
+        # transformers 5.24 renamed the cache argument (`past_key_values` -> `cache`); vLLM's venv
+        # pins an older release that knows only the old name. Looked up once, not per pass.
+        params = inspect.signature(self._body().forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         head = pool.base.get_output_embeddings()
         # The output layer runs in fp32 even when the body runs in bf16: log-probabilities
         # of a 150k vocabulary from bf16 logits are off by ~0.05 nats, larger than the
@@ -162,10 +166,8 @@ class SDPOTrainer:
         for i, t in enumerate(tails):
             ids[i, : len(t)] = torch.tensor(t)
             att[i, shared : shared + len(t)] = 1
-        # transformers 5.24 renamed the argument (`past_key_values` -> `cache`); vLLM's venv pins
-        # an older release that knows only the old name.
-        kw = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
-        out = body(input_ids=ids.to(self.device), attention_mask=att.to(self.device), use_cache=True, **{kw: cache})
+        out = body(input_ids=ids.to(self.device), attention_mask=att.to(self.device), use_cache=True,
+                   **{self._cache_kw: cache})
         h = out.last_hidden_state
         # The shared prefix stops at least one token short of every prompt, so the position that
         # predicts a response's first token (its prompt's last) lies in the tail.

@@ -34,10 +34,13 @@ def solve(
     quiet_libraries()
     from pydantic import ValidationError
 
+    from service.admission import check_against_model
     from service.problem_file import describe, load_problem_file
     from service.progress import SolveProgress
     from service.schemas import SolveRequest
+    from service.settings import get_settings
 
+    settings = get_settings()
     try:
         pf = load_problem_file(file)
         overrides = {k: v for k, v in {"strategy": strategy, "seed": seed}.items() if v is not None}
@@ -45,21 +48,14 @@ def solve(
         if max_attempts is not None:
             data["budget"]["max_attempts"] = max_attempts
         req = SolveRequest.model_validate(data)
+        check_against_model(req, settings.model)
     except TTAError as exc:
         fail(exc.message)
     except ValidationError as exc:
         fail(f"option: {describe(exc)}")
 
-    from service.admission import check_against_model
-    from service.settings import get_settings
     from service.solver import Solver
     from service.wiring import build_solver_deps
-
-    settings = get_settings()
-    try:
-        check_against_model(req, settings.model)
-    except TTAError as exc:
-        fail(exc.message)
     progress = SolveProgress(req, title=pf.meta.get("name", file.stem), console=err)
     try:
         with progress.loading(settings.model):
