@@ -3,14 +3,21 @@
     python -m bench.edge_scan --samples 16 --out bench/results/humaneval_rates.jsonl
     python -m bench.edge_scan --samples 16 --tasks 0-39 119      # a part of HumanEval
     python -m bench.edge_scan --select                          # print the selection only
+    python -m bench.edge_scan --hard                            # the hard regime: 64 samples, rate <= 3.5%
+    TTA_MODEL=coder-1.5b python -m bench.edge_scan --hard       # the same for the 1.5B model
+
 
 Measures like bench/base_rate.py (same sampling: batches of --n at --temperature from the base
 model without adapter, seed = --seed + samples so far; same verifier; same JSON row per task,
-appended to --out), and resumes: a task already measured there for this model is skipped.
+appended to --out), and resumes: a task already measured there for this model is skipped, and
+a task with fewer samples than --samples gets only the missing ones, drawn at the seeds that
+follow those already used (so `--samples 64` extends a 16-sample scan without repeating a draw).
 A task stops early once its passes alone put it above the edge (more than 30% of --samples
 passed: no later failure can bring it back into the set); its row says `"stopped": "above_edge"`
 and counts as measured. About half of HumanEval is that easy for the default model, so this
 roughly halves the scan. `--full` measures every task to --samples regardless.
+`--hard` is the paper's regime (bench.sets.select_hard): --samples 64, and a task stops once its
+pooled passes exceed 3.5% of them (3 passes), because it is then out of the hard set.
 Run it with the default model (TTA_MODEL unset). With --samples 16 the 164 tasks take
 roughly 3-4 h on 2 CPU cores (measured 2026-12-01: 89 s per task on average, 45 s for one
 stopped early, 120 s for one measured to 16; minutes on a GPU); interrupt and rerun at will.
@@ -50,20 +57,26 @@ def above_edge(passed: int, done: int, target: int, hi: float, min_samples: int)
     return done >= min_samples and passed > hi * target
 
 
-def measured(rows: list[dict], model: str, samples: int, full: bool = False) -> set[str]:
+def measured(rows: list[dict], model: str, samples: int, full: bool = False,
+             hi: float | None = None, min_samples: int = 8) -> set[str]:
     """Tasks that need no more samples: `samples` reached, or (unless `full`) stopped above
-    the edge."""
+    the edge, or (unless `full`, with `hi`) already more than `hi` of `samples` passed."""
     from bench.sets import pooled_rates
 
     have = pooled_rates(rows, model=model)
-    stopped = {r["problem"] for r in rows if r.get("model") == model and r.get("stopped") == "above_edge"}
-    return {t for t, (_, n) in have.items() if n >= samples} | (set() if full else stopped)
+    done = {t for t, (_, n) in have.items() if n >= samples}
+    if full:
+        return done
+    done |= {r["problem"] for r in rows if r.get("model") == model and r.get("stopped") == "above_edge"}
+    if hi is not None:
+        done |= {t for t, (p, n) in have.items() if above_edge(p, n, samples, hi, min_samples)}
+    return done
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="*", default=None, help="task numbers or ranges (default: all 164)")
-    ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--samples", type=int, default=None, help="samples per task in all (default 16; 64 with --hard)")
     ap.add_argument("--n", type=int, default=8, help="attempts per generate call")
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--max-new-tokens", type=int, default=384)
@@ -71,6 +84,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/humaneval_rates.jsonl"))
     ap.add_argument("--select", action="store_true", help="only print the tasks the edge rule keeps from --out")
     ap.add_argument("--full", action="store_true", help="no early stop: every task gets --samples attempts")
+    ap.add_argument("--hard", action="store_true",
+                    help="the hard regime: --samples 64 by default, stop a task above 3.5%% (bench.sets.HARD_HI)")
     args = ap.parse_args()
 
     from rich.console import Console
@@ -79,12 +94,17 @@ def main() -> None:
         EDGE_HI,
         EDGE_LO,
         EDGE_MIN_SAMPLES,
+        HARD_HI,
+        HARD_SAMPLES,
         pooled_rates,
         read_rates,
         select_edge,
     )
 
     console = Console(stderr=True)
+    if args.samples is None:
+        args.samples = HARD_SAMPLES if args.hard else 16
+    stop_hi = HARD_HI if args.hard else EDGE_HI
     if args.select:
         rows = read_rates(args.out)
         pooled = pooled_rates(rows)
@@ -115,8 +135,12 @@ def main() -> None:
     settings = get_settings()
     with console.status(f"loading model {settings.model}"):
         deps = build_solver_deps(settings)
-    done_tasks = measured(read_rates(args.out), deps.model_name, args.samples, args.full) if args.out.exists() else set()
+    rows = read_rates(args.out) if args.out.exists() else []
+    done_tasks = measured(rows, deps.model_name, args.samples, args.full, stop_hi, EDGE_MIN_SAMPLES)
     todo = [t for t in ids if t not in done_tasks]
+    before = pooled_rates(rows, model=deps.model_name)
+    if args.hard:  # the likeliest hard tasks first: 1 pass so far, then 2, then none (stable otherwise)
+        todo.sort(key=lambda t: {1: 0, 2: 1}.get(before.get(t, (0, 0))[0], 2))
     console.print(f"{len(ids) - len(todo)} task(s) already measured in {args.out}; {len(todo)} to go")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -125,16 +149,19 @@ def main() -> None:
         for name in todo:
             pf = ProblemFile.model_validate(humaneval_request(tasks[name]))
             prompt = prompts.render(deps.tokenizer, prompts.messages(pf.problem.question, pf.problem.system_prompt))
+            # Earlier rows of this task: their samples count towards --samples, and their seeds
+            # (--seed + 0 .. prior-1) are not drawn again.
+            prior_pass, prior = before.get(name, (0, 0))
             passed = tokens = done = 0
             kinds: dict[str, int] = {}
             stopped = False
             t0 = time.monotonic()
-            while done < args.samples and not stopped:
-                n = min(args.n, args.samples - done)
+            while prior + done < args.samples and not stopped:
+                n = min(args.n, args.samples - prior - done)
                 outs = deps.engine.generate(
                     [prompt], None,
                     SamplingParams(n=n, temperature=args.temperature, top_p=1.0,
-                                   max_new_tokens=args.max_new_tokens, seed=args.seed + done),
+                                   max_new_tokens=args.max_new_tokens, seed=args.seed + prior + done),
                 )[0]
                 vs = deps.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
                 for o, v in zip(outs, vs):
@@ -142,23 +169,25 @@ def main() -> None:
                     tokens += len(o.token_ids)
                     kinds[v.kind] = kinds.get(v.kind, 0) + 1
                 done += n
-                stopped = not args.full and done < args.samples and above_edge(
-                    passed, done, args.samples, EDGE_HI, EDGE_MIN_SAMPLES)
-                bar.update(overall, description=f"{name}: {passed}/{done} pass")
+                stopped = not args.full and prior + done < args.samples and above_edge(
+                    prior_pass + passed, prior + done, args.samples, stop_hi, EDGE_MIN_SAMPLES)
+                bar.update(overall, description=f"{name}: {prior_pass + passed}/{prior + done} pass")
             lo, hi = wilson(passed, done)
             row = {
                 "problem": name, "model": deps.model_name, "engine": deps.engine.name,
                 "samples": done, "passed": passed, "rate": passed / done, "wilson95": [round(lo, 3), round(hi, 3)],
                 "temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+                "seed_offset": prior,
                 "kinds": kinds, "mean_tokens": tokens / done, "wall_s": round(time.monotonic() - t0, 1),
                 "date": time.strftime("%Y-%m-%d"),
             }
             if stopped:
-                row["stopped"] = "above_edge"
+                row["stopped"] = "above_hard" if args.hard else "above_edge"
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            note = " (stopped: above the edge)" if stopped else ""
-            bar.console.print(f"{name}: {passed}/{done} = {passed / done:.1%}{note}", highlight=False)
+            note = " (stopped: above the set's rate)" if stopped else ""
+            total_p, total_n = prior_pass + passed, prior + done
+            bar.console.print(f"{name}: {total_p}/{total_n} = {total_p / total_n:.1%} in all{note}", highlight=False)
             bar.advance(overall)
 
 

@@ -10,6 +10,13 @@ and a validated `ProblemFile`).
     humaneval-edge-dev the tuning split: HumanEval/65 and /119, the two tasks of the probe that
                        opened the benchmark issue (looked at before any tuning, so never test data)
     humaneval-edge-test the headline split: humaneval-edge minus the dev tasks
+    humaneval-hard     the paper's regime (select_hard): HumanEval tasks with >= 64 base samples, at
+                       least one pass and a rate of at most 3.5% for the default model, written by
+                       `python -m bench.edge_scan --hard`; `humaneval-hard@coder-1.5b` for another
+                       embedded model (its own rows of the same file)
+    humaneval-hard-dev / humaneval-hard-test (also with @MODEL): a fixed split of it by a hash of
+                       the task id (one in three to dev), so a task never changes side as the
+                       scan grows
     humaneval:ID,ID    these HumanEval tasks (e.g. humaneval:HumanEval/0,HumanEval/119)
     lcb:PATH           a LiveCodeBench-format .json/.jsonl file (bench/livecodebench.py)
     PATH               a problem file (.yaml/.yml/.json), a directory of them, or a .jsonl of
@@ -54,6 +61,16 @@ EDGE_HOWTO = (
     "run `python -m bench.edge_scan --samples 16 --out bench/results/humaneval_rates.jsonl` with the "
     "default model (TTA_MODEL unset; roughly 3-4 h on 2 CPU cores for all 164 tasks, resumable; "
     "`--tasks 0-39` scans a range) and commit the file"
+)
+
+
+# humaneval-hard selection rule (bench/README.md, humaneval-hard): the paper's test-time
+# questions had pass@64 < 0.5, a per-attempt rate below ~1%; we keep up to 3.5% (1-2 passes of
+# 64) so that the 0.5B default has tasks at all, and every task has at least one measured pass.
+HARD_HI, HARD_SAMPLES = 0.035, 64
+HARD_HOWTO = (
+    "run `python -m bench.edge_scan --hard` (with TTA_MODEL set to the model; resumable, it extends "
+    "the 16-sample scan to 64 samples per task) and commit bench/results/humaneval_rates.jsonl"
 )
 
 
@@ -185,6 +202,35 @@ def select_edge(
     return sorted(keep, key=number)
 
 
+def select_hard(rows: list[dict[str, Any]], model: str = EDGE_MODEL, hi: float = HARD_HI,
+                min_samples: int = HARD_SAMPLES) -> list[str]:
+    """The hard rule: pooled over a task's rows for `model`, >= `min_samples` samples, at least
+    one pass, rate <= `hi`."""
+    return select_edge(rows, lo=0.0, hi=hi, model=model, min_samples=min_samples)
+
+
+def hard_split(task: str) -> str:
+    """'dev' for one task in three, by a hash of its id: stable as the scan adds tasks."""
+    import hashlib
+
+    return "dev" if hashlib.sha256(task.encode()).digest()[0] % 3 == 0 else "test"
+
+
+def humaneval_hard_set(model: str = EDGE_MODEL, split: str | None = None,
+                       rates_file: Path = RATES_FILE) -> list[BenchProblem]:
+    if not rates_file.exists():
+        raise SetError(f"humaneval-hard needs the measured base rates in {rates_file}, which is absent: {HARD_HOWTO}")
+    tasks = select_hard(read_rates(rates_file), model=model)
+    if split is not None:
+        tasks = [t for t in tasks if hard_split(t) == split]
+    if not tasks:
+        part = "" if split is None else f" in the {split} split"
+        raise SetError(
+            f"{rates_file} holds no HumanEval task of model {model!r}{part} with >= {HARD_SAMPLES} samples, "
+            f"at least one pass and a rate <= {HARD_HI:.1%}: {HARD_HOWTO}")
+    return humaneval_set(tasks)
+
+
 def humaneval_edge_set(rates_file: Path = RATES_FILE) -> list[BenchProblem]:
     if not rates_file.exists():
         raise SetError(f"humaneval-edge needs the measured base rates in {rates_file}, which is absent: {EDGE_HOWTO}")
@@ -255,6 +301,11 @@ def _load_one(spec: str) -> list[BenchProblem]:
             return humaneval_edge_set()
         if spec in ("humaneval-edge-dev", "humaneval-edge-test"):
             return humaneval_edge_split(spec.rsplit("-", 1)[1])
+        if spec.startswith("humaneval-hard"):
+            name, _, model = spec.partition("@")
+            split = {"humaneval-hard": None, "humaneval-hard-dev": "dev", "humaneval-hard-test": "test"}
+            if name in split:
+                return humaneval_hard_set(model or EDGE_MODEL, split[name])
         if spec.startswith("humaneval:"):
             return humaneval_set([t.strip() for t in spec.split(":", 1)[1].split(",") if t.strip()])
         if spec.startswith("lcb:"):
@@ -280,11 +331,13 @@ def _load_one(spec: str) -> list[BenchProblem]:
         raise SetError(exc.message) from None
     raise SetError(
         f"unknown problem set {spec!r}: use examples, quick, math-small, humaneval-edge, "
-        "humaneval-edge-dev, humaneval-edge-test, humaneval:ID[,ID...], lcb:PATH, or a path to problem files"
+        "humaneval-edge-dev, humaneval-edge-test, humaneval-hard[-dev|-test][@MODEL], humaneval:ID[,ID...], "
+        "lcb:PATH, or a path to problem files"
     )
 
 
-SET_NAMES = ("examples", "quick", "math-small", "humaneval-edge", "humaneval-edge-dev", "humaneval-edge-test")
+SET_NAMES = ("examples", "quick", "math-small", "humaneval-edge", "humaneval-edge-dev", "humaneval-edge-test",
+             "humaneval-hard", "humaneval-hard-dev", "humaneval-hard-test")
 
 
 SLUG_MAX = 64

@@ -187,3 +187,32 @@ def test_edge_scan_stops_a_task_only_when_it_cannot_be_at_the_edge():
     assert measured(rows, "default", 16) == {"HumanEval/7", "HumanEval/9"}
     assert measured(rows, "tiny", 16) == set()
     assert measured(rows, "default", 16, full=True) == {"HumanEval/9"}  # --full measures it to 16
+
+
+def test_hard_rule_keeps_one_or_two_passes_of_64_and_its_split_is_stable(tmp_path):
+    from bench.edge_scan import measured
+
+    rows = [
+        {"problem": "HumanEval/1", "model": "default", "samples": 16, "passed": 0},
+        {"problem": "HumanEval/1", "model": "default", "samples": 48, "passed": 2},  # 2/64 = 3.1%: hard
+        {"problem": "HumanEval/2", "model": "default", "samples": 64, "passed": 0},  # never passed: out
+        {"problem": "HumanEval/3", "model": "default", "samples": 40, "passed": 3},  # 3 passes: above 3.5%
+        {"problem": "HumanEval/4", "model": "default", "samples": 16, "passed": 1},  # too few samples yet
+        {"problem": "HumanEval/5", "model": "coder-1.5b", "samples": 64, "passed": 1},
+    ]
+    assert sets.select_hard(rows) == ["HumanEval/1"]
+    assert sets.select_hard(rows, model="coder-1.5b") == ["HumanEval/5"]
+    # resuming --hard: 1 and 2 have their 64, 3 can no longer be hard, 4 needs 48 more
+    assert measured(rows, "default", 64, hi=sets.HARD_HI) == {"HumanEval/1", "HumanEval/2", "HumanEval/3"}
+    f = tmp_path / "rates.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    whole = [p.name for p in sets.humaneval_hard_set("default", None, f)]
+    split = sets.hard_split("HumanEval/1")
+    assert [p.name for p in sets.humaneval_hard_set("default", split, f)] == whole
+    other = "test" if split == "dev" else "dev"
+    with pytest.raises(SetError, match=f"in the {other} split"):
+        sets.humaneval_hard_set("default", other, f)
+    # one task in three goes to dev, by its id alone
+    assert sum(sets.hard_split(f"HumanEval/{i}") == "dev" for i in range(164)) in range(40, 70)
+    with pytest.raises(SetError, match="model 'nope'"):
+        sets.humaneval_hard_set("nope", None, f)
