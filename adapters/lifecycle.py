@@ -31,7 +31,11 @@ from adapters.options import LoraOptions
 SNAPSHOT_FORMAT = "tta-lora/1"
 
 
-def peft_config(spec: LoraOptions) -> LoraConfig:
+def peft_config(spec: LoraOptions, num_layers: int) -> LoraConfig:
+    """PEFT's config for `spec` on a model of `num_layers` decoder blocks."""
+    if spec.layers is not None and spec.layers > num_layers:
+        raise ValueError(f"lora.layers={spec.layers}, but the model has {num_layers} decoder blocks")
+    top = None if spec.layers is None else list(range(num_layers - spec.layers, num_layers))
     # No dropout: a round must be a pure function of (weights, round data) so that a resumed
     # job continues exactly, and dropout would draw random masks at every step.
     return LoraConfig(
@@ -39,6 +43,8 @@ def peft_config(spec: LoraOptions) -> LoraConfig:
         lora_alpha=spec.alpha,
         lora_dropout=0.0,
         target_modules=list(spec.targets),
+        layers_to_transform=top,
+        layers_pattern=None if top is None else "layers",
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -69,6 +75,11 @@ class AdapterPool:
         self.adapters: dict[str, Adapter] = {}
         self.lock = threading.RLock()
 
+    @property
+    def num_layers(self) -> int:
+        """Decoder blocks of the base model (what `lora.layers` counts from the top)."""
+        return int(self.base.config.num_hidden_layers)
+
     # -- creation and deletion -------------------------------------------------------
     def create(self, job_id: str, spec: LoraOptions, seed: int = 0) -> Adapter:
         name = adapter_name(job_id)
@@ -78,9 +89,9 @@ class AdapterPool:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             if self.model is None:
-                self.model = get_peft_model(self.base, peft_config(spec), adapter_name=name)
+                self.model = get_peft_model(self.base, peft_config(spec, self.num_layers), adapter_name=name)
             else:
-                self.model.add_adapter(name, peft_config(spec))
+                self.model.add_adapter(name, peft_config(spec, self.num_layers))
         adapter = Adapter(name=name, spec=spec)
         self.adapters[name] = adapter
         adapter.ema = {k: v.detach().clone() for k, v in self.weights(adapter).items()}

@@ -29,6 +29,12 @@ class LoraOptions(_Options):
         min_length=1,
         description="Names of the linear layers that carry the adapter (checked against the served model).",
     )
+    layers: int | None = Field(
+        None, ge=1, le=512,
+        description="Put the adapter on the top N decoder blocks only (null = every block; checked against the "
+        "served model). Autograd then records nothing below the lowest adapted block, so backward and its saved "
+        "activations shrink with N; the gradient of the adapted weights is the same as it would be there.",
+    )
 
 
 class SdpoOptions(_Options):
@@ -66,6 +72,12 @@ class SdpoOptions(_Options):
     )
     replay_rounds: int = Field(
         0, ge=0, le=16, description="Also distil the failures of this many earlier rounds."
+    )
+    max_samples: int | None = Field(
+        None, ge=1, le=1024,
+        description="Distil at most this many failed attempts per round (null = all): the round's own first, then "
+        "replayed ones. Training time per round scales with it; attempts are independent draws, so the first m "
+        "are a fair sample of the round.",
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")

@@ -83,6 +83,7 @@ class TrainReport:
     backtracks: int = 0  # updates undone and redone at half the step
     final_lr: float = math.nan
     tokens: int = 0
+    samples: int = 0  # attempts distilled (after `max_samples`)
     teacher_s: float = 0.0  # the teacher's forward pass (once per round)
     student_s: float = 0.0  # everything after it: the parts below, and bookkeeping
     forward_s: float = 0.0  # student forward passes of the steps (with autograd)
@@ -306,11 +307,11 @@ class SDPOTrainer:
     def train_round(self, adapter: Adapter, samples: list[DistillSample], opts: SdpoOptions) -> TrainReport:
         """Run `opts.steps` SDPO updates on `adapter` over `samples`; keep the best weights."""
         report = TrainReport()
-        samples = [s for s in samples if s.response]
+        samples = [s for s in samples if s.response][: opts.max_samples]
         if not samples or opts.steps <= 0:
             return report
         packed = self._pack(samples)
-        report.tokens = packed.tokens.numel()
+        report.tokens, report.samples = packed.tokens.numel(), len(samples)
 
         t0 = time.perf_counter()
         teacher = self.teacher_cache(adapter, samples, opts)

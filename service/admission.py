@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from service.errors import InvalidRequest
 from service.schemas import SolveRequest
-from service.weights import linear_layer_names
+from service.weights import block_count, linear_layer_names
 
 
 def check_against_model(req: SolveRequest, model: str) -> None:
@@ -20,6 +20,13 @@ def check_against_model(req: SolveRequest, model: str) -> None:
     without loading it) pass here and are left to the worker."""
     if req.strategy != "sdpo":
         return  # only sdpo builds an adapter
+    layers, blocks = req.sdpo.lora.layers, block_count(model)
+    if layers is not None and blocks is not None and layers > blocks:
+        raise InvalidRequest(
+            f"sdpo.lora.layers: {layers} is more than the model's {blocks} decoder blocks; "
+            f"use 1..{blocks}, or null for all of them",
+            details={"field": "sdpo.lora.layers", "value": layers, "max": blocks},
+        )
     valid = linear_layer_names(model)
     if valid is None:
         return

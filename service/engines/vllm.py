@@ -261,7 +261,7 @@ class VLLMEngine:
                 for k, v in get_peft_model_state_dict(self.pool.model, adapter_name=adapter.name).items()
             }
         path = Path(tempfile.mkdtemp(prefix=f"{adapter.name}-v{version}-", dir=self._dir))
-        peft_config(adapter.spec).save_pretrained(str(path))  # adapter_config.json
+        peft_config(adapter.spec, self.pool.num_layers).save_pretrained(str(path))  # adapter_config.json
         save_file(tensors, str(path / "adapter_model.safetensors"))
         return version, path
 

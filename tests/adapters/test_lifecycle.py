@@ -43,14 +43,16 @@ def test_snapshot_restore_roundtrip_and_memory_is_reclaimed(tiny_deps):
 
 def test_snapshot_records_the_request_lora_options_and_restores_them(tiny_deps):
     d = tiny_deps
-    spec = LoraOptions(rank=2, alpha=4, targets=["q_proj", "o_proj"])
+    spec = LoraOptions(rank=2, alpha=4, targets=["q_proj", "o_proj"], layers=3)
     a = d.pool.create("t-spec", spec, seed=0)
     try:
         meta, _ = read_snapshot(d.pool.snapshot(a))
-        assert meta["lora"] == {"rank": 2, "alpha": 4, "targets": ["q_proj", "o_proj"]}
+        assert meta["lora"] == {"rank": 2, "alpha": 4, "targets": ["q_proj", "o_proj"], "layers": 3}
         b = d.pool.restore("t-spec-copy", d.pool.snapshot(a))
         assert b.spec == spec
         assert {n.split(".")[-4] for n in d.pool.weights(b)} == {"q_proj", "o_proj"}
+        top = d.pool.num_layers - 3
+        assert {int(n.split(".layers.")[1].split(".")[0]) for n in d.pool.weights(b)} == {top, top + 1, top + 2}
         d.pool.delete(b)
     finally:
         d.pool.delete(a)
@@ -78,9 +80,17 @@ def test_snapshot_from_before_lora_options_still_restores(tiny_deps):
 
 
 def test_peft_config_follows_the_options_without_dropout():
-    cfg = peft_config(LoraOptions(rank=3, alpha=6, targets=["q_proj"]))
+    cfg = peft_config(LoraOptions(rank=3, alpha=6, targets=["q_proj"]), num_layers=24)
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (3, 6, 0.0)
     assert set(cfg.target_modules) == {"q_proj"}
+    assert cfg.layers_to_transform is None
+
+
+def test_lora_layers_puts_the_adapter_on_the_top_blocks_only():
+    cfg = peft_config(LoraOptions(layers=3), num_layers=24)
+    assert cfg.layers_to_transform == [21, 22, 23] and cfg.layers_pattern == "layers"
+    with pytest.raises(ValueError, match="25, but the model has 24 decoder blocks"):
+        peft_config(LoraOptions(layers=25), num_layers=24)
 
 
 def test_adapter_names_are_identifiers():

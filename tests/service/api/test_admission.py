@@ -27,3 +27,18 @@ def test_targets_are_not_checked_where_no_adapter_is_built(client):
     ok = job_body("Say hello.")
     ok["sdpo"] = {"lora": {"targets": ["q_proj", "v_proj"]}}
     assert client.post("/v1/jobs", json=ok).status_code == 202
+
+
+def test_more_lora_layers_than_the_model_has_blocks_is_422_naming_the_limit(client):
+    from service.weights import block_count
+
+    blocks = block_count("tiny")
+    body = job_body()
+    body["sdpo"] = {"lora": {"layers": blocks + 1}}
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert "sdpo.lora.layers" in err["message"] and f"1..{blocks}" in err["message"]
+    assert err["details"] == {"field": "sdpo.lora.layers", "value": blocks + 1, "max": blocks}
+    body["sdpo"] = {"lora": {"layers": blocks}}
+    assert client.post("/v1/jobs", json=body).status_code == 202
