@@ -11,14 +11,26 @@ from sandbox.limits import MIB
 WORKDIR = "/sandbox"
 
 
-def bwrap_argv(bwrap: str, python: Path, runtime: tuple[Path, Path], tmpfs_mb: int) -> list[str]:
-    """`bwrap ... <interpreter>`; `runtime` is staging.runtime_bind's (host source, sandbox destination)."""
+def bwrap_argv(
+    bwrap: str,
+    python: Path,
+    runtime: tuple[Path, Path],
+    tmpfs_mb: int,
+    fresh_proc: bool = True,
+    seccomp_fd: int | None = None,
+) -> list[str]:
+    """`bwrap ... <interpreter>`; `runtime` is staging.runtime_bind's (host source, sandbox destination).
+
+    `fresh_proc=False`: an empty /proc (a directory of the read-only root) instead of a procfs
+    of the run's own pid namespace, for where the kernel refuses to mount one (runner.py).
+    `seccomp_fd`: forbid new user namespaces with seccomp.py's filter, read from this fd,
+    instead of `--disable-userns`, for where /proc/sys is read-only (runner.py)."""
     src, dst = runtime
     argv = [
         bwrap,
         "--unshare-all",
         "--unshare-user",
-        "--disable-userns",
+        *(["--disable-userns"] if seccomp_fd is None else ["--seccomp", str(seccomp_fd)]),
         "--uid", "65534", "--gid", "65534",
         "--hostname", "sandbox",
         "--die-with-parent",
@@ -43,7 +55,7 @@ def bwrap_argv(bwrap: str, python: Path, runtime: tuple[Path, Path], tmpfs_mb: i
             argv += ["--tmpfs", str(site)]
     size = str(tmpfs_mb * MIB)
     argv += [
-        "--proc", "/proc",
+        *(["--proc", "/proc"] if fresh_proc else ["--dir", "/proc"]),
         "--dev", "/dev",
         "--size", size, "--tmpfs", "/tmp",
         "--size", size, "--tmpfs", WORKDIR,

@@ -115,11 +115,13 @@ def start(
     limits: SandboxLimits,
     uid: int | None,
     launchers: tuple[str, str] | None,
+    inherit_fd: int | None = None,
 ) -> Sandbox:
     """Starts `interpreter` (bwrap's argv, or in unsafe mode the bare python) on `args`; it
     blocks on its stdin until fed. The sandbox owns `uid` from here on (a failed start
     releases it at once). With `channel`, the write end of a pipe is inherited and its fd
-    number appended to `args`."""
+    number appended to `args`. `inherit_fd` (bwrap's `--seccomp` pipe) is inherited too, and
+    closed here once the child has it, or on a failed start."""
     isolated = limits.mode == "bwrap"
     chan_r = chan_w = -1
     tmpdir: tempfile.TemporaryDirectory[str] | None = None
@@ -152,14 +154,14 @@ def start(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            pass_fds=(chan_w,) if channel else (),
+            pass_fds=((chan_w,) if channel else ()) + ((inherit_fd,) if inherit_fd is not None else ()),
             env=env,
             cwd=cwd,
             start_new_session=True,
             **identity,
         )
     except BaseException:
-        for fd in (chan_r, chan_w):
+        for fd in (chan_r, chan_w, -1 if inherit_fd is None else inherit_fd):
             if fd >= 0:
                 os.close(fd)
         if tmpdir is not None:
@@ -169,6 +171,8 @@ def start(
         raise
     if channel:
         os.close(chan_w)
+    if inherit_fd is not None:
+        os.close(inherit_fd)
     return Sandbox(proc, chan_r if channel else None, uid, tmpdir, isolated)
 
 

@@ -7,7 +7,10 @@ What a run gets (mode "bwrap"):
     /lib* links) and of the Python runtime's prefix with its site-packages masked;
     nothing else of the host: no /etc, /root, /home, /work, /var, host /tmp;
   * a fresh /proc of its own pid namespace (other processes are invisible), a
-    minimal /dev, and private size-capped tmpfs at /tmp and at the work dir /sandbox;
+    minimal /dev, and private size-capped tmpfs at /tmp and at the work dir /sandbox.
+    Where the kernel refuses a fresh procfs (a container whose /proc has masked paths:
+    Docker's default, which only `--security-opt systempaths=unconfined` lifts), the run
+    gets an empty /proc instead: it sees no process at all, itself included;
   * an empty environment except PATH, HOME, LANG;
   * rlimits: CPU seconds, address space, processes, file size, open files, no core;
   * when the runner is root, the whole tree runs as an unprivileged uid drawn from a
@@ -23,7 +26,10 @@ Where the parts live: the uid pool (uid_pool.py), the Python runtime the sandbox
 of time for `run_python(..., warm=True)` (warm_pool.py: each serves ONE run and is then
 killed; the wall clock starts at hand-over).
 
-Not guaranteed: protection against kernel exploits (no seccomp filter is loaded);
+Nested user namespaces are forbidden (`--disable-userns`; where /proc/sys is read-only, as in
+a Docker container, seccomp.py's filter instead).
+
+Not guaranteed: protection against kernel exploits (no seccomp filter beyond that one);
 CPU/memory fairness between concurrent runs (no cgroups); that two *processes*
 using runners at once draw distinct uids (the pool is per Python process).
 Mode "unsafe" applies the rlimits and the timeout but isolates NOTHING.
@@ -46,6 +52,7 @@ from sandbox.errors import SandboxUnavailable
 from sandbox.launcher import Sandbox, find_launchers, start
 from sandbox.limits import SandboxLimits
 from sandbox.pump import RunResult, collect
+from sandbox.seccomp import SeccompUnavailable, filter_fd, no_new_userns_filter
 from sandbox.staging import runtime_bind
 from sandbox.uid_pool import UID_POOL
 from sandbox.warm_pool import WarmPool, reclaim_idle
@@ -98,6 +105,10 @@ class Runner:
         self._probe_lock = threading.Lock()
         self._probe_error: str | None = None
         self._probed = False
+        # False once the probe found that this kernel will not mount a procfs for the sandbox
+        self.fresh_proc = True
+        # True once the probe found /proc/sys read-only: seccomp.py's filter replaces --disable-userns
+        self.seccomp_userns = False
         self._runtime: tuple[Path, Path] | None = None  # (source on host, destination in sandbox)
         self._launchers = find_launchers()
 
@@ -157,6 +168,28 @@ class Runner:
             )
         try:
             result = self._collect(self._spawn(["-c", "print('ok')"], False), b"", self.limits.wall_timeout_s)
+            # Docker's defaults (masked /proc paths, a read-only /proc/sys) refuse two of
+            # bwrap's steps; each has a fallback that keeps its guarantee, tried one at a time.
+            for _ in range(2):
+                if result.exit_code != 0 and "Can't mount proc" in result.stderr and self.fresh_proc:
+                    # The kernel mounts no new procfs over masked paths. An empty /proc hides
+                    # every process, which is stricter; it costs only code that reads /proc/self.
+                    self.fresh_proc = False
+                    log.warning("bubblewrap cannot mount a fresh /proc here (%s); sandboxed runs get an empty /proc",
+                                result.stderr.strip()[:200])
+                elif result.exit_code != 0 and "max_user_namespaces" in result.stderr and not self.seccomp_userns:
+                    # --disable-userns writes /proc/sys/user/max_user_namespaces; a seccomp
+                    # filter forbids nested user namespaces instead (seccomp.py).
+                    try:
+                        no_new_userns_filter()
+                    except SeccompUnavailable as exc:
+                        return f"bubblewrap cannot disable nested user namespaces here ({result.stderr.strip()[:200]}), and {exc}"
+                    self.seccomp_userns = True
+                    log.warning("bubblewrap cannot set max_user_namespaces here (%s); a seccomp filter forbids "
+                                "nested user namespaces instead", result.stderr.strip()[:200])
+                else:
+                    break
+                result = self._collect(self._spawn(["-c", "print('ok')"], False), b"", self.limits.wall_timeout_s)
         except OSError as exc:
             return f"bubblewrap could not be started: {exc}"
         if result.exit_code != 0 or result.stdout.strip() != "ok":
@@ -174,18 +207,26 @@ class Runner:
         A `spare` (a warm-pool start) takes a uid only if one is free, and else returns None:
         uids held by idle sandboxes must never make a real run wait."""
         lim = self.limits
-        if lim.mode == "bwrap":
-            if self._runtime is None:
-                self._runtime = runtime_bind(self._python, self._runtime_cache_dir)
-            interpreter = bwrap_argv(self._bwrap, self._python, self._runtime, lim.tmpfs_mb)
-        else:
-            interpreter = [str(self._python)]
+        if lim.mode == "bwrap" and self._runtime is None:
+            self._runtime = runtime_bind(self._python, self._runtime_cache_dir)
         uid: int | None = None
         if lim.mode == "bwrap" and os.geteuid() == 0:
             uid = UID_POOL.try_acquire(keep_free=16) if spare else UID_POOL.acquire(reclaim=reclaim_idle)
             if uid is None:
                 return None
-        return start(interpreter, args, channel=channel, limits=lim, uid=uid, launchers=self._launchers)
+        # the filter's pipe is made last, after the uid: start() owns both from here on
+        try:
+            seccomp_fd = filter_fd() if lim.mode == "bwrap" and self.seccomp_userns else None
+        except BaseException:
+            if uid is not None:
+                UID_POOL.release(uid)
+            raise
+        if lim.mode == "bwrap" and self._runtime is not None:
+            interpreter = bwrap_argv(self._bwrap, self._python, self._runtime, lim.tmpfs_mb, self.fresh_proc, seccomp_fd)
+        else:
+            interpreter = [str(self._python)]
+        return start(interpreter, args, channel=channel, limits=lim, uid=uid, launchers=self._launchers,
+                     inherit_fd=seccomp_fd)
 
     def _collect(self, box: Sandbox, stdin: bytes, wall_s: float) -> RunResult:
         return collect(box, self.limits, stdin, wall_s)
