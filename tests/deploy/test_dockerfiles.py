@@ -1,5 +1,5 @@
 """docker/Dockerfile.*: what they copy exists, bases are pinned, users are not root (or, for the
-sandbox, hold nothing but SETUID/SETGID), and their commands are real `tta` commands."""
+sandbox, hold nothing but SETUID/SETGID/KILL), and their commands are real `tta` commands."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_a_root_image_runs_only_with_uid_switching_powers(compose, dockerfiles):
         if svc.get("user") and svc["user"].split(":")[0] not in ("root", "0"):
             continue
         assert svc.get("cap_drop") == ["ALL"], name
-        assert set(svc.get("cap_add", [])) <= {"SETUID", "SETGID"}, name
+        assert set(svc.get("cap_add", [])) <= {"SETUID", "SETGID", "KILL"}, name
         assert "no-new-privileges:true" in svc.get("security_opt", []), name
 
 
