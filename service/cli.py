@@ -25,7 +25,7 @@ def _root() -> None:
 @app.command()
 def solve(
     file: Path = typer.Argument(..., help="Problem file (YAML or JSON); see examples/."),
-    strategy: Optional[str] = typer.Option(None, help="sdpo | best_of_k | multi_turn (default: the file's, else sdpo)."),
+    strategy: Optional[str] = typer.Option(None, help="sdpo | best_of_k | multi_turn (default: the file's, else best_of_k)."),
     max_attempts: Optional[int] = typer.Option(None, help="Attempt budget (default: the file's, else 32)."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default: the file's, else 0)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON on stdout."),

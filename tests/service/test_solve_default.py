@@ -16,11 +16,23 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fibonacci_json.yaml"
 
 
+def test_bundled_examples_default_to_best_of_k():
+    """The default strategy costs no training (README, "Which strategy by default"); an
+    example that pinned sdpo would bill every newcomer for it."""
+    from service.problem_file import load_problem_file
+
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        assert load_problem_file(path).strategy == "best_of_k", path.name
+
+
 @pytest.mark.slow
 def test_tta_solve_bundled_example_on_default_model():
+    """The main job with SDPO opted in: the path where every part (engine, verifier, trainer,
+    adapter) runs, where the default strategy would skip the trainer."""
     env = {**os.environ, "TTA_MODEL": "default"}
     proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "solve", str(EXAMPLE), "--json", "--max-attempts", "8", "--seed", "0"],
+        [sys.executable, "-m", "service.cli", "solve", str(EXAMPLE), "--json", "--max-attempts", "8", "--seed", "0",
+         "--strategy", "sdpo"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode in (0, 1), proc.stderr[-2000:]
