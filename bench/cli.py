@@ -12,6 +12,8 @@ from service.console import err, fail, quiet_libraries
 from service.errors import TTAError
 
 bench_app = typer.Typer(no_args_is_help=False)
+BEST_OF_K_FROM_HELP = ("Also estimate best-of-k from the base samples in this rates file (unbiased pass@k; "
+                      "e.g. bench/results/humaneval_rates.jsonl), as strategy best_of_k_estimated.")
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -38,6 +40,7 @@ def bench(
     baselines_from: Optional[Path] = typer.Option(
         None, help="Reuse best_of_k/multi_turn runs from this run directory (same settings but SDPO)."),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the report at the end."),
+    best_of_k_from: Optional[Path] = typer.Option(None, help=BEST_OF_K_FROM_HELP),
 ) -> None:
     """Run sdpo, best_of_k and multi_turn on a problem set on equal terms, checkpointing each
     (problem, strategy, seed) to RUN_DIR/results.jsonl (a rerun resumes), then report.
@@ -57,7 +60,7 @@ def bench(
         opts = dict(set=set_, strategies=strategies, k=k, seeds=seeds, n=n, max_new_tokens=max_new_tokens,
                     temperature=temperature, sdpo=overrides or None)
         run_bench(opts, quick, out, report=not no_report, max_runs=max_runs, console=err,
-                  baselines_from=baselines_from)
+                  baselines_from=baselines_from, best_of_k_from=best_of_k_from)
     except (SetError, ConfigMismatch, TTAError) as exc:
         fail(getattr(exc, "message", None) or str(exc))
     except ValidationError as exc:
@@ -69,13 +72,16 @@ def bench(
 
 
 @bench_app.command("report")
-def bench_report(run_dir: Path = typer.Argument(..., help="A run directory (holds results.jsonl).")) -> None:
+def bench_report(
+    run_dir: Path = typer.Argument(..., help="A run directory (holds results.jsonl)."),
+    best_of_k_from: Optional[Path] = typer.Option(None, help=BEST_OF_K_FROM_HELP),
+) -> None:
     """Print the tables of a run and write its summary.json and discovery_*.png."""
     from bench.report import report
 
     try:
-        report(run_dir, console=err)
-    except FileNotFoundError as exc:
+        report(run_dir, console=err, best_of_k_from=best_of_k_from)
+    except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
 
 

@@ -139,7 +139,8 @@ class BenchProgress:
 
 
 def run_bench(opts: dict[str, Any], quick: bool, out: Path | None, report: bool, max_runs: int | None,
-              console: Console, solve: runner.SolveFn | None = None, baselines_from: Path | None = None) -> Path:
+              console: Console, solve: runner.SolveFn | None = None, baselines_from: Path | None = None,
+              best_of_k_from: Path | None = None) -> Path:
     """The `tta bench` command. Returns the run directory. Raises SetError, ConfigMismatch,
     ValueError (bad options) for the CLI to turn into one-line errors."""
     from bench.report import report as write_report
@@ -150,6 +151,8 @@ def run_bench(opts: dict[str, Any], quick: bool, out: Path | None, report: bool,
     cfg = make_config(opts, quick, settings)
     problems = load_set(cfg.set)
     runner.validate(problems, cfg)  # bad options fail here, before the model loads
+    if best_of_k_from is not None and not Path(best_of_k_from).exists():
+        raise FileNotFoundError(f"--best-of-k-from {best_of_k_from}: no such rates file")
     run_dir = out or default_run_dir(cfg)
     if quick:
         console.print(f"--quick: {QUICK_ESTIMATE}", highlight=False)
@@ -174,7 +177,7 @@ def run_bench(opts: dict[str, Any], quick: bool, out: Path | None, report: bool,
                   + (f" ({outcome.imported} baselines imported)" if outcome.imported else "")
                   + f"; results in {run_dir / runner.RESULTS}", highlight=False)
     if report:
-        write_report(run_dir, console=console)
+        write_report(run_dir, console=console, best_of_k_from=best_of_k_from)
     return run_dir
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLOURS = {"sdpo": "#d62728", "best_of_k": "#1f77b4", "multi_turn": "#2ca02c"}
+COLOURS = {"sdpo": "#d62728", "best_of_k": "#1f77b4", "multi_turn": "#2ca02c", "best_of_k_estimated": "#17becf"}
 LABELS = {"attempts": "attempts (k)", "seconds": "seconds (generate + verify + train)", "tokens": "generated tokens"}
 
 
@@ -15,6 +15,7 @@ def plot_summary(summary: dict[str, Any], out_dir: Path, title: str = "") -> lis
     returns the paths written. The dotted vertical line of a strategy marks where its curve
     becomes a lower bound (its first unsolved run ran out of budget there)."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -27,6 +28,8 @@ def plot_summary(summary: dict[str, Any], out_dir: Path, title: str = "") -> lis
         step = "post" if axis != "attempts" else None
         for st, c in ax_data["curves"].items():
             col = COLOURS.get(st)
+            # null = undefined there (an estimate past its N base samples): a gap, not a zero
+            c = {**c, **{key: np.array(c[key], dtype=float) for key in ("y", "lo", "hi")}}
             if step:
                 ax.step(xs, c["y"], where=step, color=col, label=st)
                 ax.fill_between(xs, c["lo"], c["hi"], step=step, color=col, alpha=0.18, linewidth=0)

@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from bench import metrics
+from bench import metrics, pass_at_k
 from bench.runner import CONFIG, read_results
 
 SUMMARY = "summary.json"
@@ -29,7 +29,18 @@ def load_config(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def build_summary(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def base_samples_for(cfg: dict[str, Any], rates: Path) -> dict[str, pass_at_k.BaseSamples]:
+    """The base samples in a rates file that were drawn the way this run samples."""
+    if not Path(rates).exists():
+        raise FileNotFoundError(f"{rates}: no such rates file (python -m bench.edge_scan writes one)")
+    rows = [json.loads(line) for line in Path(rates).read_text().splitlines() if line.strip()]
+    return pass_at_k.from_rate_rows(rows, model=str(cfg.get("model")), temperature=float(cfg.get("temperature", 1.0)),
+                                    max_new_tokens=int(cfg.get("max_new_tokens", 0)))
+
+
+def build_summary(run_dir: Path, n_boot: int = 1000, seed: int = 0, best_of_k_from: Path | None = None) -> dict[str, Any]:
+    """The run's summary; with `best_of_k_from` (a rates file) best-of-k is also estimated
+    from the base samples there (bench.pass_at_k)."""
     run_dir = Path(run_dir)
     records = read_results(run_dir)
     if not records:
@@ -37,7 +48,10 @@ def build_summary(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> dict[str,
     cfg = load_config(run_dir)
     k = int(cfg.get("k") or max(r.get("k", 0) for r in records))
     strategies = [s for s in cfg.get("strategies", []) if any(r["strategy"] == s for r in records)] or None
-    summary = metrics.summarize(records, k=k, strategies=strategies, n_boot=n_boot, seed=seed)
+    bases = None if best_of_k_from is None else base_samples_for(cfg, best_of_k_from)
+    summary = metrics.summarize(records, k=k, strategies=strategies, n_boot=n_boot, seed=seed, base_samples=bases)
+    if bases is not None:
+        summary["estimated"]["source"] = str(best_of_k_from)
     summary["config"] = cfg
     summary["failed_runs"] = sum(1 for r in metrics.latest_any(records).values() if r.get("status") == "failed")
     return summary
@@ -81,7 +95,11 @@ def render(summary: dict[str, Any], console: Console) -> None:
         att = summary["axes"]["attempts"]["curves"][st]
         t.add_row(st, f"{ps['solved']}/{ps['runs']}", f"{att['y'][-1]:.2f} ({att['lo'][-1]:.2f}–{att['hi'][-1]:.2f})",
                   f"{ps['mean_attempts_used']:.1f}", f"{ps['mean_seconds']:.0f}", f"{ps['mean_tokens']:.0f}")
+    if est := summary.get("estimated"):
+        t.add_row(est["strategy"], "—", _estimated_at_k(summary), "—", "—", "—")
     console.print(t)
+    if est:
+        console.print(estimated_note(summary), highlight=False)
 
     base = summary["baseline"]
     r = Table(title=f"cost to reach discovery, and its ratio to {base} (> 1: {base} needs less; "
@@ -95,12 +113,13 @@ def render(summary: dict[str, Any], console: Console) -> None:
         r.add_column(f"÷{base} @{tg:.0%}", justify="right")
     for axis, digits in (("attempts", 1), ("seconds", 1), ("tokens", 0)):
         ax = summary["axes"][axis]
-        for i, st in enumerate(summary["strategies"]):
+        names = metrics.curve_strategies(summary)
+        for i, st in enumerate(names):
             ratios = ax["ratios"].get(f"{st}/{base}")
             r.add_row(axis if i == 0 else "", st,
                       *[_fmt_ci(ax["reach"][st][f"{tg:g}"], digits) for tg in summary["targets"]],
                       *[("" if ratios is None else _fmt_ci(ratios[f"{tg:g}"], 2)) for tg in summary["targets"]],
-                      end_section=i == len(summary["strategies"]) - 1)
+                      end_section=i == len(names) - 1)
     console.print(r)
 
     p = Table(title="time per phase (all compared runs)", title_justify="left", box=box.SIMPLE_HEAD)
@@ -116,6 +135,23 @@ def render(summary: dict[str, Any], console: Console) -> None:
         kept = tr['rounds_trained'] - tr['rounds_no_step_kept']
         console.print(f"{st}: trained after {tr['rounds_trained']} failed rounds; {kept} kept an update "
                       f"({tr['steps_kept']} steps in all), {tr['rounds_no_step_kept']} kept none", highlight=False)
+
+
+def _estimated_at_k(summary: dict[str, Any]) -> str:
+    att = summary["axes"]["attempts"]["curves"][pass_at_k.NAME]
+    y, lo, hi = att["y"][-1], att["lo"][-1], att["hi"][-1]
+    if y is None:
+        return f"undefined past {att['valid_up_to']:.0f}"
+    return f"{y:.2f} ({lo:.2f}–{hi:.2f})"
+
+
+def estimated_note(summary: dict[str, Any]) -> str:
+    est = summary["estimated"]
+    counts = ", ".join(f"{p} {b['passed']}/{b['samples']}"
+                       for p, b in sorted(est["base_samples"].items(), key=lambda pb: metrics.natural_key(pb[0])))
+    return (f"{est['strategy']}: best-of-k from the unbiased pass@k estimator over base samples "
+            f"({est.get('source', '?')}), not from runs; passes/samples per problem: {counts}. Defined up to the "
+            "smallest N attempts; seconds per attempt are the runs' own round 1 (base-model sampling).")
 
 
 def mixed_hosts_note(summary: dict[str, Any]) -> str | None:
@@ -152,6 +188,8 @@ def markdown(summary: dict[str, Any]) -> str:
         ps, att = summary["per_strategy"][st], summary["axes"]["attempts"]["curves"][st]
         lines.append(f"| {st} | {ps['solved']}/{ps['runs']} | {att['y'][-1]:.2f} ({att['lo'][-1]:.2f}-{att['hi'][-1]:.2f}) "
                      f"| {ps['mean_attempts_used']:.1f} | {ps['mean_seconds']:.0f} | {ps['mean_tokens']:.0f} |")
+    if summary.get("estimated"):
+        lines += [f"| {pass_at_k.NAME} | – | {_estimated_at_k(summary)} | – | – | – |", "", estimated_note(summary)]
     tg = summary["targets"]
     lines += ["", f"Cost to reach discovery, and its ratio to {base} (> 1: {base} needs less):", "",
               "| axis | strategy | " + " | ".join(f"to {t:.0%}" for t in tg) + " | "
@@ -159,7 +197,7 @@ def markdown(summary: dict[str, Any]) -> str:
               "|---|---|" + "---|" * (2 * len(tg))]
     for axis, digits in (("attempts", 1), ("seconds", 0), ("tokens", 0)):
         ax = summary["axes"][axis]
-        for st in summary["strategies"]:
+        for st in metrics.curve_strategies(summary):
             ratios = ax["ratios"].get(f"{st}/{base}")
             cells = [_md_ci(ax["reach"][st][f"{t:g}"], digits) for t in tg]
             cells += [("" if ratios is None else _md_ci(ratios[f"{t:g}"], 2)) for t in tg]
@@ -208,11 +246,12 @@ def publish(run_dir: Path, dest_root: Path, date: str | None = None, name: str |
     return dest
 
 
-def report(run_dir: Path, console: Console | None = None, plots: bool = True, n_boot: int = 1000) -> dict[str, Any]:
+def report(run_dir: Path, console: Console | None = None, plots: bool = True, n_boot: int = 1000,
+           best_of_k_from: Path | None = None) -> dict[str, Any]:
     """Write RUN_DIR/summary.json, summary.md (and the PNG plots), print the tables; returns the summary."""
     run_dir = Path(run_dir)
     console = console or Console()
-    summary = build_summary(run_dir, n_boot=n_boot)
+    summary = build_summary(run_dir, n_boot=n_boot, best_of_k_from=best_of_k_from)
     (run_dir / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     (run_dir / MARKDOWN).write_text(markdown(summary))
     render(summary, console)
