@@ -110,7 +110,8 @@ def main() -> None:
         body = pf.model_dump(exclude={"meta"})
         body.update(strategy=strategy, seed=args.seed, budget={"max_attempts": 2 * args.n, "max_rounds": 2})
         body["sampling"].update(n=args.n, max_new_tokens=args.max_new_tokens)
-        body["sdpo"].update(json.loads(args.sdpo))
+        # the fields set, not a dump of them all: a preset in --sdpo fills only what is left out
+        body["sdpo"] = {**pf.sdpo.model_dump(exclude_unset=True), **json.loads(args.sdpo)}
         req = SolveRequest.model_validate(body)
         snapshot_s[0] = write_s[0] = 0.0
         done = []

@@ -28,8 +28,14 @@ Reported per config (mean over rounds, 95% bootstrap over rounds and references)
 - `steps kept/round`: how many of the round's updates the trainer's guard kept (mean over
   rounds); 0 means the round trained nothing and the adapter is the base model's.
 
-What one round cannot show: replay of earlier rounds and the EMA teacher (its rate only acts
-from round two on) — those need the discovery benchmark itself.
+What one round cannot show: the EMA teacher (its rate only acts from round two on) and what
+many small steps add up to (the published gains come after tens of steps). `--chain` trains a
+config's rounds one after another on one adapter, as a discovery run does, and measures after
+each; its table has one line per config and depth ("after 3 round(s)"), and its held-out
+failures are the rounds not yet trained on:
+
+    python -m bench.sweep --set humaneval-hard-dev --pool 64 --rounds 3 --round-n 16 --chain \
+        --config preset=paper,lr=1e-5 --config preset=paper,lr=1e-4
 Rows go to `--out` (JSONL, one per config x round) and the table to `--table` (markdown).
 """
 
@@ -68,13 +74,6 @@ def parse_config(spec: str) -> dict[str, Any]:
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    return out
-
-
-def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merged(out.get(k, {}), v) if isinstance(v, dict) else v
     return out
 
 
@@ -134,8 +133,10 @@ def markdown(table: list[tuple[str, dict[str, Any]]], header: str) -> str:
 def sweep_header(rows: list[dict[str, Any]]) -> str:
     r0 = rows[0]
     rounds = {p: len({r["round"] for r in rows if r["problem"] == p}) for p in dict.fromkeys(r["problem"] for r in rows)}
-    return (f"SDPO sweep, model `{r0['model']}`, T={r0['temperature']:g}, {r0['max_new_tokens']} tokens: one round "
-            f"of {r0['round_n']} failed attempts per cell; rounds per problem: "
+    what = (f"rounds of {r0['round_n']} failed attempts trained one after another on one adapter (`--chain`), "
+            "measured after each" if r0.get("chained") else f"one round of {r0['round_n']} failed attempts per cell")
+    return (f"SDPO sweep, model `{r0['model']}`, T={r0['temperature']:g}, {r0['max_new_tokens']} tokens: {what}; "
+            "rounds per problem: "
             f"{', '.join(f'{p} {n}' for p, n in rounds.items())}; refs = passing base samples from a pool of "
             f"{r0['pool']} (`python -m bench.sweep`).")
 
@@ -144,7 +145,9 @@ def table_from_rows(rows: list[dict[str, Any]], header: str) -> str:
     """The markdown table of every config in `rows` (JSONL rows of --out), in first-seen order."""
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        by.setdefault(r["config"], []).append(r)
+        # a chained row measures the adapter after rounds 1..r+1: one line per config and depth
+        key = f"{r['config']} · after {r['round'] + 1} round(s)" if r.get("chained") else r["config"]
+        by.setdefault(key, []).append(r)
     return markdown([(c, summarise(rs)) for c, rs in by.items()], header)
 
 
@@ -251,6 +254,9 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     ap.add_argument("--out", type=Path, default=Path("bench/results/sdpo_sweep.jsonl"))
     ap.add_argument("--table", type=Path, default=Path("bench/results/sdpo_sweep.md"))
     ap.add_argument("--report", action="store_true", help="only rewrite --table from the rows in --out")
+    ap.add_argument("--chain", action="store_true",
+                    help="train each config's rounds one after another on one adapter (EMA teacher carried), "
+                         "measuring after each: the factor over consecutive rounds, as a discovery run trains")
     ap.add_argument("--teacher-check", type=Path, default=None, metavar="JSONL",
                     help="no training: score references and failures under the teacher's prompts vs the "
                          "student's, append one row per problem to JSONL, and stop")
@@ -274,6 +280,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     )
 
     from adapters.trainer import DistillSample
+    from bench.host import host_label
     from bench.sets import load_set
     from service import prompts
     from service.settings import get_settings
@@ -307,15 +314,21 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
                    [seq_logp(None, pid, [r["tokens"] for r in rnd]) for rnd in rounds])
                for n, (_, pid, refs, rounds) in data.items()}
 
-    # Resume: a (config, problem, round) already in --out under the same pool is not trained again.
+    # Resume: a (config, problem, round) already in --out under the same pool is not trained again;
+    # a chain is one unit (its rounds build on each other), rerun whole unless every round is in.
     same = dict(model=deps.model_name, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                pool=args.pool, round_n=args.round_n)
+                pool=args.pool, round_n=args.round_n, chained=args.chain)
     old = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()] if args.out.exists() else []
-    old = [r for r in old if all(r.get(k) == v for k, v in same.items())]
+    old = [r for r in old if all(r.get(k, False if k == "chained" else None) == v for k, v in same.items())]
     done = {(r["config"], r["problem"], r["round"]) for r in old}
     rows = [r for r in old if r["config"] in configs]
-    todo = [(ri, name, spec) for ri in range(args.rounds) for name in data for spec in configs
-            if ri < len(data[name][3]) and (spec, name, ri) not in done]
+    if args.chain:
+        todo = [(None, name, spec) for name in data for spec in configs
+                if any((spec, name, ri) not in done for ri in range(len(data[name][3])))]
+        rows = [r for r in rows if (r["config"], r["problem"]) not in {(sp, nm) for _, nm, sp in todo}]
+    else:
+        todo = [(ri, name, spec) for ri in range(args.rounds) for name in data for spec in configs
+                if ri < len(data[name][3]) and (spec, name, ri) not in done]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console)
@@ -325,44 +338,51 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
         task = prog.add_task("sweep", total=len(todo))
         if done:
             prog.console.print(f"resuming: {len(done)} (config, problem, round) cells already in {args.out}")
-        for ri, name, spec in todo:
+        for first, name, spec in todo:
             bp, pid, refs, rounds = data[name]
-            rnd = rounds[ri]
             over = parse_config(spec)
-            opts = SdpoOptions.model_validate(merged(SdpoOptions().model_dump(), over))
+            # validated as given, not merged into a dump of the defaults: a preset fills only the
+            # fields a config leaves out, and a dump would leave none out
+            opts = SdpoOptions.model_validate(over)
             req = bp.problem.model_copy(update={"sdpo": opts})
-            prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
-            adapter = deps.pool.create(f"sweep-{ri}", req.sdpo.lora, seed=args.seed)
-            samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"]), r["tokens"]) for r in rnd]
-            t = time.monotonic()
-            rep = deps.trainer.train_round(adapter, samples, req.sdpo)
-            train_s = time.monotonic() - t
-            lp_refs = seq_logp(adapter, pid, [r["tokens"] for r in refs])
-            lp_rounds = [seq_logp(adapter, pid, [r["tokens"] for r in other]) for other in rounds]
+            # one round from a fresh adapter, or (--chain) every round in turn on one adapter
+            trained = range(len(rounds)) if first is None else [first]
+            adapter = deps.pool.create(f"sweep-{name}", req.sdpo.lora, seed=args.seed)
+            for ri in trained:
+                prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
+                samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"]), r["tokens"])
+                           for r in rounds[ri]]
+                t = time.monotonic()
+                rep = deps.trainer.train_round(adapter, samples, req.sdpo)
+                train_s = time.monotonic() - t
+                lp_refs = seq_logp(adapter, pid, [r["tokens"] for r in refs])
+                lp_rounds = [seq_logp(adapter, pid, [r["tokens"] for r in other]) for other in rounds]
+                b_refs, b_rounds = base_lp[name]
+                d_fail = [a - b for a, b in zip(lp_rounds[ri], b_rounds[ri])]
+                # held out: rounds not trained on (in a chain, the later ones)
+                unseen = [j for j in range(len(rounds)) if (j > ri if first is None else j != ri)]
+                held = [a - b for j in unseen for a, b in zip(lp_rounds[j], b_rounds[j])]
+                row = {
+                    "config": spec, "sdpo_overrides": over, "sdpo": opts.model_dump(), "problem": name, "round": ri,
+                    "chained": args.chain, "model": deps.model_name, "engine": deps.engine.name, "refs": len(refs),
+                    "d_pass": [a - b for a, b in zip(lp_refs, b_refs)],
+                    "dlogp_fail_trained": sum(d_fail) / len(d_fail),
+                    "dlogp_fail_heldout": sum(held) / len(held) if held else None,
+                    "step_divergence": rep.step_divergence, "loss_after": rep.loss_after,
+                    "kept_step": rep.kept_step, "backtracks": rep.backtracks, "collapsed": rep.collapsed,
+                    "train_s": round(train_s, 1), "temperature": args.temperature,
+                    "max_new_tokens": args.max_new_tokens, "pool": args.pool, "round_n": args.round_n,
+                    "host": host_label(), "date": time.strftime("%Y-%m-%d"),
+                }
+                rows.append(row)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                gain = log_mean_exp(row["d_pass"])
+                prog.console.print(f"  {spec} · {name} r{ri + 1}{' (chained)' if args.chain else ''}: pass "
+                                   f"x{math.exp(gain):.2f}, fail Δ{row['dlogp_fail_trained']:+.2f} (held-out "
+                                   f"{row['dlogp_fail_heldout'] if held else float('nan'):+.2f}), "
+                                   f"kept {rep.kept_step} steps, {rep.backtracks} backtracks, {train_s:.0f} s")
             deps.pool.delete(adapter)
-            b_refs, b_rounds = base_lp[name]
-            d_fail = [a - b for a, b in zip(lp_rounds[ri], b_rounds[ri])]
-            held = [a - b for j in range(len(rounds)) if j != ri for a, b in zip(lp_rounds[j], b_rounds[j])]
-            row = {
-                "config": spec, "sdpo_overrides": over, "sdpo": opts.model_dump(), "problem": name, "round": ri,
-                "model": deps.model_name, "engine": deps.engine.name, "refs": len(refs),
-                "d_pass": [a - b for a, b in zip(lp_refs, b_refs)],
-                "dlogp_fail_trained": sum(d_fail) / len(d_fail),
-                "dlogp_fail_heldout": sum(held) / len(held) if held else None,
-                "step_divergence": rep.step_divergence, "loss_after": rep.loss_after,
-                "kept_step": rep.kept_step, "backtracks": rep.backtracks, "collapsed": rep.collapsed,
-                "train_s": round(train_s, 1), "temperature": args.temperature,
-                "max_new_tokens": args.max_new_tokens, "pool": args.pool, "round_n": args.round_n,
-                "date": time.strftime("%Y-%m-%d"),
-            }
-            rows.append(row)
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            gain = log_mean_exp(row["d_pass"])
-            prog.console.print(f"  {spec} · {name} r{ri + 1}: pass x{math.exp(gain):.2f}, "
-                               f"fail Δ{row['dlogp_fail_trained']:+.2f} (held-out "
-                               f"{row['dlogp_fail_heldout'] if held else float('nan'):+.2f}), "
-                               f"kept {rep.kept_step} steps, {rep.backtracks} backtracks, {train_s:.0f} s")
             prog.advance(task)
     if not rows:
         return

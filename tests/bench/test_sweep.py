@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from bench.sweep import log_mean_exp, markdown, merged, parse_config, summarise
+from bench.sweep import log_mean_exp, markdown, parse_config, summarise
 from service.schemas import SdpoOptions
 
 
@@ -13,8 +13,13 @@ def test_parse_config_nests_and_types_values():
     cfg = parse_config("lr=3e-4,steps=8,token_level=true,lora.targets=q_proj+v_proj,lora.rank=4")
     assert cfg == {"lr": 3e-4, "steps": 8, "token_level": True,
                    "lora": {"targets": ["q_proj", "v_proj"], "rank": 4}}
-    opts = SdpoOptions.model_validate(merged(SdpoOptions().model_dump(), cfg))
+    opts = SdpoOptions.model_validate(cfg)
     assert opts.lora.targets == ["q_proj", "v_proj"] and opts.lora.alpha == SdpoOptions().lora.alpha
+
+
+def test_a_preset_config_takes_the_preset_and_its_overrides():
+    opts = SdpoOptions.model_validate(parse_config("preset=paper,lr=3e-5"))
+    assert (opts.steps, opts.top_k, opts.guard, opts.lr) == (1, 20, False, 3e-5)
 
 
 def test_parse_config_rejects_a_bare_word():
@@ -64,3 +69,17 @@ def test_table_says_how_many_steps_the_guard_kept():
     assert "| 2.0 | 10 |" in markdown([("default", s)], "h")
     # rows from before the column existed show a dash, not a made-up number
     assert "| – | 10 |" in markdown([("old", summarise([_row([0.1])], reps=10))], "h")
+
+
+def test_chained_rows_get_one_line_per_config_and_depth():
+    """--chain: the row of round r measures the adapter after rounds 1..r+1, so rows of
+    different depths are never pooled into one mean."""
+    from bench.sweep import sweep_header, table_from_rows
+
+    rows = [{**_row([math.log(2)]), "config": "c", "round": 0, "chained": True, "problem": "P"},
+            {**_row([math.log(4)]), "config": "c", "round": 1, "chained": True, "problem": "P"}]
+    md = table_from_rows(rows, "h")
+    assert "| `c · after 1 round(s)` | 2.00x" in md and "| `c · after 2 round(s)` | 4.00x" in md
+    head = sweep_header([{**r, "model": "m", "temperature": 1.0, "max_new_tokens": 8, "round_n": 16, "pool": 64}
+                         for r in rows])
+    assert "one after another" in head
