@@ -8,6 +8,8 @@ process can validate a request without loading the training stack.
 
 from __future__ import annotations
 
+from typing import Any, Literal, get_args
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The linear layers of the Llama/Qwen2 block, all of which carry the adapter by default.
@@ -37,7 +39,26 @@ class LoraOptions(_Options):
     )
 
 
+# Named settings a request can start from (`{"preset": "paper", "lr": 3e-5}`): a preset fills
+# the fields the request leaves out, and an explicit field always wins.
+# "paper" is the published test-time setting: one step per round of attempts, reverse KL on
+# the student's top-20 tokens plus a tail, an EMA teacher at rate 0.01, every attempt distilled,
+# every step taken as computed (no guard). The paper fine-tunes all weights at lr 1e-6; a LoRA
+# needs its own lr, which the preset leaves at the field's default until a dev-split measurement
+# chooses one.
+PresetName = Literal["paper"]
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"steps": 1, "token_level": False, "alpha": 1.0, "top_k": 20, "teacher_ema": 0.01,
+              "max_samples": None, "replay_rounds": 0, "guard": False},
+}
+assert set(get_args(PresetName)) == set(PRESETS)
+
+
 class SdpoOptions(_Options):
+    preset: PresetName | None = Field(
+        None, description="Start from a named setting (the fields given beside it override it): "
+        "'paper' = the published test-time SDPO (1 step per round, reverse KL top-20, EMA teacher 0.01, no guard).",
+    )
     steps: int = Field(4, ge=0, le=64, description="Gradient steps after each failed round.")
     lr: float = Field(
         1e-4, gt=0, le=1e-2,
@@ -79,9 +100,23 @@ class SdpoOptions(_Options):
         "replayed ones. Training time per round scales with it; attempts are independent draws, so the first m "
         "are a fair sample of the round.",
     )
+    guard: bool = Field(
+        True,
+        description="Keep a round's update only if a measuring pass after it finds the divergence no higher "
+        "(and backtrack an overshooting step). false = take every step as computed and save that pass; the guard "
+        "cannot read a small step's effect through bf16 rounding, so without it bf16 training is usable (on GPUs "
+        "and CPUs with native bf16).",
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")
     lora: LoraOptions = Field(default_factory=LoraOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in PRESETS:
+            return {**PRESETS[data["preset"]], **data}
+        return data
 
     @model_validator(mode="after")
     def _negative_only_is_token_level(self) -> "SdpoOptions":

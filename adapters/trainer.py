@@ -32,7 +32,10 @@ teacher (~1e-3 nats) a fixed lr often overshoots: measured on the default model,
 lr 1e-4 raised 0.0010 to 0.0059, and the old guard (stop, keep the start) then discarded the
 whole round's training, leaving sdpo identical to best-of-k. Backtracking costs no extra
 passes (the pass that detects the overshoot is one the loop would run anyway) and leaves a
-round that moved the student toward the teacher whenever a small enough step exists.
+round that moved the student toward the teacher whenever a small enough step exists. It does
+cost one pass after the last step, to measure the weights it keeps: with one step per round
+that is a third of the round's training. `guard: false` (the paper preset) skips both: every
+step is taken as computed, as in the published method.
 """
 
 from __future__ import annotations
@@ -320,6 +323,8 @@ class SDPOTrainer:
         t0 = time.perf_counter()
         params = list(self.pool.parameters(adapter).values())
         opt = torch.optim.AdamW(params, lr=opts.lr, weight_decay=0.0)
+        if not opts.guard:
+            return self._unguarded_steps(adapter, samples, packed, teacher, opts, params, opt, report, t0)
         lr = opts.lr
         old: torch.Tensor | None = None
         best_div = math.inf
@@ -374,6 +379,32 @@ class SDPOTrainer:
         # The teacher follows the kept student only: an undone update never reaches it.
         for _ in range(report.kept_step):
             self.pool.update_ema(adapter, opts.teacher_ema)
+        report.student_s = time.perf_counter() - t0
+        adapter.version += 1
+        return report
+
+    def _unguarded_steps(self, adapter: Adapter, samples: list[DistillSample], packed: _Packed, teacher: tuple[torch.Tensor, torch.Tensor],
+                         opts: SdpoOptions, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer,
+                         report: TrainReport, t0: float) -> TrainReport:
+        """`guard: false`: every step as computed, each followed by the teacher's EMA update, and
+        no measuring pass after the last, so a round costs `steps` passes, not `steps + 1`."""
+        old: torch.Tensor | None = None
+        for _ in range(opts.steps):
+            opt.zero_grad(set_to_none=True)
+            div, s_tok = self._pass(adapter, samples, packed, teacher, old, opts, backward=True, report=report)
+            t_opt = time.perf_counter()
+            if old is None:
+                old = s_tok
+            report.step_divergence.append(div)
+            torch.nn.utils.clip_grad_norm_(params, opts.max_grad_norm)
+            opt.step()
+            self.pool.update_ema(adapter, opts.teacher_ema)
+            report.optimizer_s += time.perf_counter() - t_opt
+        opt.zero_grad(set_to_none=True)
+        report.loss_before = report.step_divergence[0]
+        report.loss_after = math.nan  # not measured: that is the pass this mode saves
+        report.kept_step = opts.steps
+        report.final_lr = opts.lr
         report.student_s = time.perf_counter() - t0
         adapter.version += 1
         return report

@@ -144,7 +144,9 @@ def sweep_header(rows: list[dict[str, Any]]) -> str:
 def table_from_rows(rows: list[dict[str, Any]], header: str) -> str:
     """The markdown table of every config in `rows` (JSONL rows of --out), in first-seen order."""
     by: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
+    # a chain cut short is rerun whole, so its first rounds may be in --out twice: the last wins
+    last = {(r["config"], r.get("problem"), r.get("round"), bool(r.get("chained"))): r for r in rows}
+    for r in last.values():
         # a chained row measures the adapter after rounds 1..r+1: one line per config and depth
         key = f"{r['config']} · after {r['round'] + 1} round(s)" if r.get("chained") else r["config"]
         by.setdefault(key, []).append(r)
@@ -347,7 +349,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             req = bp.problem.model_copy(update={"sdpo": opts})
             # one round from a fresh adapter, or (--chain) every round in turn on one adapter
             trained = range(len(rounds)) if first is None else [first]
-            adapter = deps.pool.create(f"sweep-{name}", req.sdpo.lora, seed=args.seed)
+            adapter = deps.pool.create("sweep", req.sdpo.lora, seed=args.seed)
             for ri in trained:
                 prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
                 samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"]), r["tokens"])

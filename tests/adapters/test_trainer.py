@@ -207,3 +207,30 @@ def test_max_samples_distils_only_the_first_attempts(tiny_deps, failed_attempt):
         d.pool.delete(adapter)
     assert (rep.samples, rep.tokens) == (1, len(samples[0].response))
     assert len(samples) == 2 and len(samples[1].response) > 0
+
+
+def test_unguarded_round_takes_every_step_and_no_measuring_pass(tiny_deps, failed_attempt):
+    """guard: false (the paper preset): `steps` updates, each one followed by the teacher's EMA,
+    none undone, and no pass after the last; the guarded round of the same overshooting lr
+    backtracks instead."""
+    d = tiny_deps
+    samples, _ = failed_attempt
+    adapter = d.pool.create("t-unguarded", LoraOptions(rank=4, alpha=8), seed=0)
+    try:
+        teacher_before = {n: t.clone() for n, t in adapter.ema.items()}
+        rep = d.trainer.train_round(adapter, samples, _opts(steps=3, lr=5e-1, max_grad_norm=1e9, teacher_ema=0.5,
+                                                            guard=False))
+        assert rep.kept_step == 3 and rep.backtracks == 0 and not rep.collapsed
+        assert len(rep.step_divergence) == 3 and rep.guard_s == 0.0
+        assert rep.loss_after != rep.loss_after  # NaN: not measured
+        moved = [n for n, t in adapter.ema.items() if not torch.equal(t, teacher_before[n])]
+        assert moved, "the EMA teacher must follow the student"
+        assert adapter.version == 1
+    finally:
+        d.pool.delete(adapter)
+    guarded = d.pool.create("t-guarded", LoraOptions(rank=4, alpha=8), seed=0)
+    try:
+        rep = d.trainer.train_round(guarded, samples, _opts(steps=3, lr=5e-1, max_grad_norm=1e9, teacher_ema=0.5))
+        assert rep.backtracks > 0 and rep.kept_step < 3, rep
+    finally:
+        d.pool.delete(guarded)

@@ -32,3 +32,16 @@ def test_host_label_names_the_dtype_this_process_trains_in(monkeypatch, setting,
     finally:
         get_settings.cache_clear()
         host.host_label.cache_clear()
+
+
+@pytest.mark.parametrize(("flags", "level"), [
+    ("fpu sse2 avx avx2 fma avx512f avx512_bf16", "AVX-512-BF16"),
+    ("fpu sse2 avx avx2 fma avx512f", "AVX-512"),
+    ("fpu sse2 avx avx2 fma", "AVX2"),
+    ("fpu sse2 avx", "no AVX2"),
+])
+def test_host_label_says_which_vector_extensions_timed_it(flags, level):
+    """The same 'AMD EPYC, 2 CPUs' has been an AVX-512-BF16 machine and an AVX2-only one, and
+    generation speed differs about 2x between them: the label must tell them apart."""
+    assert host.cpu_vector_level(f"flags\t\t: {flags}".split(":", 1)[1]) == level
+    assert host.cpu_vector_level() in host.host_label()

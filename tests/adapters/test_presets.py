@@ -1,0 +1,31 @@
+"""Named SDPO settings: a preset fills what a request leaves out, and never more."""
+
+import pytest
+from pydantic import ValidationError
+
+from adapters.options import PRESETS, SdpoOptions
+
+
+def test_paper_preset_is_the_published_setting():
+    o = SdpoOptions(preset="paper")
+    assert (o.steps, o.token_level, o.alpha, o.top_k, o.teacher_ema, o.guard, o.max_samples) == \
+        (1, False, 1.0, 20, 0.01, False, None)
+    assert o.lr == SdpoOptions().lr  # the LoRA lr is not the paper's full fine-tuning lr
+
+
+def test_explicit_fields_override_the_preset_and_survive_a_round_trip():
+    o = SdpoOptions.model_validate({"preset": "paper", "lr": 3e-5, "guard": True, "lora": {"layers": 4}})
+    assert (o.lr, o.guard, o.steps, o.lora.layers) == (3e-5, True, 1, 4)
+    # A stored job re-validates its options: the dump must come back identical.
+    assert SdpoOptions.model_validate(o.model_dump()) == o
+
+
+def test_unknown_preset_is_a_validation_error_naming_the_choices():
+    with pytest.raises(ValidationError, match="paper"):
+        SdpoOptions(preset="fast")
+
+
+def test_every_preset_is_a_valid_setting():
+    for name, fields in PRESETS.items():
+        SdpoOptions.model_validate(fields)
+        SdpoOptions(preset=name)
