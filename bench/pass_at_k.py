@@ -85,17 +85,14 @@ def jump_points(bases: Iterable[BaseSamples], axis: str) -> list[float]:
 def replicate_curves(bases: list[BaseSamples], axis: str, xs: np.ndarray, pi: np.ndarray,
                      rng: np.random.Generator) -> np.ndarray:
     """Bootstrap replicates [B, X] given the problem draws pi [B, P]: mean over the drawn
-    problems of each one's curve at a binomially resampled pass count."""
+    problems of each one's curve at a binomially resampled pass count (one redraw per drawn slot)."""
     b, p = pi.shape
     out = np.zeros((b, len(xs)))
     for j, base in enumerate(bases):
-        hits = pi == j  # [B, P]: where problem j was drawn
-        count = hits.sum(axis=1)
-        if not count.any():
-            continue
-        c_star = rng.binomial(base.samples, base.passed / base.samples, size=(b, p))
-        per = curve(base, axis, xs, passed=c_star)  # [B, P, X]
-        out += np.where(hits[..., None], per, 0.0).sum(axis=1)
+        rows, _ = np.nonzero(pi == j)
+        if len(rows):
+            c_star = rng.binomial(base.samples, base.passed / base.samples, size=len(rows))
+            np.add.at(out, rows, curve(base, axis, xs, passed=c_star))
     return out / p
 
 

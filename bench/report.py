@@ -31,9 +31,11 @@ def load_config(run_dir: Path) -> dict[str, Any]:
 
 def base_samples_for(cfg: dict[str, Any], rates: Path) -> dict[str, pass_at_k.BaseSamples]:
     """The base samples in a rates file that were drawn the way this run samples."""
+    from bench.sets import read_rates
+
     if not Path(rates).exists():
         raise FileNotFoundError(f"{rates}: no such rates file (python -m bench.edge_scan writes one)")
-    rows = [json.loads(line) for line in Path(rates).read_text().splitlines() if line.strip()]
+    rows = read_rates(Path(rates))
     return pass_at_k.from_rate_rows(rows, model=str(cfg.get("model")), temperature=float(cfg.get("temperature", 1.0)),
                                     max_new_tokens=int(cfg.get("max_new_tokens", 0)))
 
