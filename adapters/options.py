@@ -109,6 +109,14 @@ class SdpoOptions(_Options):
         "cannot read a small step's effect through bf16 rounding, so without it bf16 training is usable (on GPUs "
         "and CPUs with native bf16).",
     )
+    gate: bool = Field(
+        False,
+        description="Distil only the failed attempts the feedback-shown teacher recognises as wrong: those whose "
+        "log-probability under the teacher is below the student's (summed over the attempt's tokens). Needs no "
+        "passing program. Failures are scored in order until `max_samples` are kept; a round whose every failure "
+        "the teacher rates at least as likely as the student trains nothing. Costs one student pass without "
+        "autograd over the failures it scores.",
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")
     lora: LoraOptions = Field(default_factory=LoraOptions)

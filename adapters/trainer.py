@@ -86,13 +86,16 @@ class TrainReport:
     backtracks: int = 0  # updates undone and redone at half the step
     final_lr: float = math.nan
     tokens: int = 0
-    samples: int = 0  # attempts distilled (after `max_samples`)
+    samples: int = 0  # attempts distilled (after `max_samples` and the gate)
+    gate_examined: int = 0  # failures the gate scored (0 without `gate`)
+    gate_margins: list[float] = field(default_factory=list)  # per scored failure: teacher minus student log p
     teacher_s: float = 0.0  # the teacher's forward pass (once per round)
     student_s: float = 0.0  # everything after it: the parts below, and bookkeeping
     forward_s: float = 0.0  # student forward passes of the steps (with autograd)
     backward_s: float = 0.0  # their backward passes
     optimizer_s: float = 0.0  # clipping, the saved points, AdamW steps, backtracking restores
     guard_s: float = 0.0  # the forward pass that measures the kept weights (no autograd)
+    gate_s: float = 0.0  # the gate's student pass (no autograd); its teacher pass is in teacher_s
 
 
 @dataclass
@@ -218,13 +221,17 @@ class SDPOTrainer:
         with ctx:
             for i in range(0, len(responses), micro_batch):
                 chunk = responses[i:i + micro_batch]
-                h = self._hidden([prompt] * len(chunk), chunk)
-                toks = torch.tensor([t for r in chunk for t in r], device=h.device)
-                lp = torch.cat([F.log_softmax(self._logits(hc), -1).gather(-1, tc[:, None])[:, 0]
-                                for hc, tc in zip(h.split(CHUNK_TOKENS), toks.split(CHUNK_TOKENS))])
-                for part in lp.split([len(r) for r in chunk]):
-                    out.append(float(part.sum()))
+                lp = self._token_logprobs([prompt] * len(chunk), chunk)
+                out += [float(part.sum()) for part in lp.split([len(r) for r in chunk])]
         return out
+
+    @torch.no_grad()
+    def _token_logprobs(self, prompts: list[list[int]], responses: list[list[int]]) -> torch.Tensor:
+        """log p(y_t | prompt, y_<t) of every response token under the active weights, flat [N]."""
+        h = self._hidden(prompts, responses)
+        toks = torch.tensor([t for r in responses for t in r], device=h.device)
+        return torch.cat([F.log_softmax(self._logits(hc), -1).gather(-1, tc[:, None])[:, 0]
+                          for hc, tc in zip(h.split(CHUNK_TOKENS), toks.split(CHUNK_TOKENS))])
 
     # -- teacher ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -238,6 +245,45 @@ class SDPOTrainer:
         h = torch.cat(hs)
         lse = torch.cat([torch.logsumexp(self._logits(c).float(), -1) for c in h.split(CHUNK_TOKENS)])
         return h, lse
+
+    def _gate(self, adapter: Adapter, samples: list[DistillSample], opts: SdpoOptions,
+              report: TrainReport) -> tuple[list[DistillSample], tuple[torch.Tensor, torch.Tensor] | None]:
+        """`gate`: the failures whose log-probability under the teacher is below the student's,
+        with the teacher's cache for them. Scored a micro-batch at a time, in the given order,
+        until `max_samples` are kept, so the gate costs a pass over the failures it reads, not all.
+
+        Why: the token-level loss pulls each distilled attempt toward the teacher's view of it.
+        Where the teacher, shown the feedback, likes a failure more than the student does, that
+        pull raises the failure: the default model's teacher did so on 7 of the 16 failures of its
+        dev-split check (bench/results/teacher_check.jsonl). Only the others carry the signal SDPO
+        needs. The test uses no passing program, so it works at test time."""
+        cap = opts.max_samples or len(samples)
+        kept: list[DistillSample] = []
+        h_kept: list[torch.Tensor] = []
+        lse_kept: list[torch.Tensor] = []
+        for _, chunk in self._micro(samples, opts.micro_batch):
+            t = time.perf_counter()
+            h_t, lse_t = self.teacher_cache(adapter, chunk, opts)
+            toks = self._pack(chunk).tokens
+            t_tok = torch.cat([self._rows_logits(hc, tc[:, None])[:, 0] - lc for hc, tc, lc in
+                               zip(h_t.split(CHUNK_TOKENS), toks.split(CHUNK_TOKENS), lse_t.split(CHUNK_TOKENS))])
+            report.teacher_s += time.perf_counter() - t
+            t = time.perf_counter()
+            self.pool.activate(adapter)
+            s_tok = self._token_logprobs([s.student_prompt for s in chunk], [s.response for s in chunk])
+            report.gate_s += time.perf_counter() - t
+            lens = [len(s.response) for s in chunk]
+            for s, h, lse, tt, st in zip(chunk, h_t.split(lens), lse_t.split(lens), t_tok.split(lens), s_tok.split(lens)):
+                margin = float(tt.sum() - st.sum())
+                report.gate_examined += 1
+                report.gate_margins.append(margin)
+                if margin < 0 and len(kept) < cap:
+                    kept.append(s)
+                    h_kept.append(h)
+                    lse_kept.append(lse)
+            if len(kept) >= cap:
+                break
+        return kept, ((torch.cat(h_kept), torch.cat(lse_kept)) if kept else None)
 
     # -- student ---------------------------------------------------------------------------
     def _chunk_loss(
@@ -310,15 +356,21 @@ class SDPOTrainer:
     def train_round(self, adapter: Adapter, samples: list[DistillSample], opts: SdpoOptions) -> TrainReport:
         """Run `opts.steps` SDPO updates on `adapter` over `samples`; keep the best weights."""
         report = TrainReport()
-        samples = [s for s in samples if s.response][: opts.max_samples]
+        samples = [s for s in samples if s.response]
         if not samples or opts.steps <= 0:
             return report
+        if opts.gate:
+            samples, gated = self._gate(adapter, samples, opts, report)
+            if gated is None:  # the teacher recognised no failure as wrong: nothing to learn from
+                return report
+            teacher = gated
+        else:
+            samples = samples[: opts.max_samples]
+            t0 = time.perf_counter()
+            teacher = self.teacher_cache(adapter, samples, opts)
+            report.teacher_s = time.perf_counter() - t0
         packed = self._pack(samples)
         report.tokens, report.samples = packed.tokens.numel(), len(samples)
-
-        t0 = time.perf_counter()
-        teacher = self.teacher_cache(adapter, samples, opts)
-        report.teacher_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         params = list(self.pool.parameters(adapter).values())

@@ -128,7 +128,7 @@ def main() -> None:
             "generate": r.timings.generate_s, "verify": r.timings.verify_s,
             "teacher_forward": tt.teacher_s if tt else 0.0, "student_forward": tt.forward_s if tt else 0.0,
             "student_backward": tt.backward_s if tt else 0.0, "optimizer": tt.optimizer_s if tt else 0.0,
-            "guard_pass": tt.guard_s if tt else 0.0, "checkpoint": snapshot_s[0] + write_s[0],
+            "guard_pass": tt.guard_s if tt else 0.0, "gate_pass": tt.gate_s if tt else 0.0, "checkpoint": snapshot_s[0] + write_s[0],
         }
         return {
             "seconds": {k: round(v, 3) for k, v in parts.items()},

@@ -113,6 +113,7 @@ class TrainTimings(_Model):
     backward_s: float = Field(0.0, description="Their backward passes.")
     optimizer_s: float = Field(0.0, description="Gradient clipping, AdamW steps and backtracking restores.")
     guard_s: float = Field(0.0, description="The forward pass that measures the kept weights.")
+    gate_s: float = Field(0.0, description="sdpo.gate: the student pass that scores the failures (the teacher's is in teacher_s).")
 
 
 class TrainStats(_Model):
@@ -125,7 +126,9 @@ class TrainStats(_Model):
     backtracks: int = Field(0, description="Updates that raised the divergence, undone and redone at half the step.")
     final_lr: float | None = Field(None, description="The step size the round ended at.")
     tokens: int
-    samples: int
+    samples: int = Field(description="Failed attempts distilled.")
+    gate_examined: int = Field(0, description="sdpo.gate: failures scored; the `samples` of them the teacher "
+                               "found less likely than the student were distilled.")
     timings: TrainTimings = Field(default_factory=TrainTimings)
 
 

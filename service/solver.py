@@ -234,9 +234,9 @@ class Solver:
             steps=len(rep.step_divergence), step_divergence=rep.step_divergence,
             loss_before=nan(rep.loss_before), loss_after=nan(rep.loss_after), kept_step=rep.kept_step,
             collapsed=rep.collapsed, backtracks=rep.backtracks, final_lr=nan(rep.final_lr),
-            tokens=rep.tokens, samples=rep.samples,
+            tokens=rep.tokens, samples=rep.samples, gate_examined=rep.gate_examined,
             timings=TrainTimings(teacher_s=rep.teacher_s, forward_s=rep.forward_s, backward_s=rep.backward_s,
-                                 optimizer_s=rep.optimizer_s, guard_s=rep.guard_s),
+                                 optimizer_s=rep.optimizer_s, guard_s=rep.guard_s, gate_s=rep.gate_s),
         )
 
     # -- result ------------------------------------------------------------------------------

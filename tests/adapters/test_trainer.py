@@ -234,3 +234,80 @@ def test_unguarded_round_takes_every_step_and_no_measuring_pass(tiny_deps, faile
         assert rep.backtracks > 0 and rep.kept_step < 3, rep
     finally:
         d.pool.delete(guarded)
+
+
+def _gate_samples(d, samples):
+    """The same failed attempt twice: once under a teacher prompt that asks for exactly it (the
+    teacher likes it more than the student: the gate drops it), once under one that asks for
+    something else (the teacher likes it less: kept)."""
+    s = samples[0]
+    text = d.tokenizer.decode(s.response, skip_special_tokens=True)
+    liked = prompts.render(d.tokenizer, prompts.messages(f"Reply with exactly this text and nothing else:\n\n{text}"))
+    unliked = prompts.render(d.tokenizer, prompts.messages("Reply with the single word NO and nothing else."))
+    return DistillSample(s.student_prompt, liked, s.response), DistillSample(s.student_prompt, unliked, s.response)
+
+
+def test_gate_distils_only_the_failures_the_teacher_likes_less(tiny_deps, failed_attempt):
+    d = tiny_deps
+    liked, unliked = _gate_samples(d, failed_attempt[0])
+    adapter = d.pool.create("t-gate", LoraOptions(rank=4, alpha=8), seed=0)
+    try:
+        # the margins the gate reports are the sequence log-probs' difference, measured apart
+        student = d.trainer.sequence_logprobs(adapter, liked.student_prompt, [liked.response])[0]
+        expect = [d.trainer.sequence_logprobs(adapter, s.teacher_prompt, [s.response])[0] - student
+                  for s in (liked, unliked)]
+        assert expect[0] > 0 > expect[1], expect
+        rep = d.trainer.train_round(adapter, [liked, unliked], _opts(steps=1, gate=True, micro_batch=1))
+        assert rep.gate_examined == 2 and rep.samples == 1, rep
+        assert rep.gate_margins == pytest.approx(expect, abs=1e-3)
+        assert rep.tokens == len(unliked.response) and rep.gate_s > 0
+    finally:
+        d.pool.delete(adapter)
+
+
+def test_gated_round_trains_as_a_round_on_the_kept_failures_alone(tiny_deps, failed_attempt):
+    """The teacher cache the gate hands on is the one the round would have built for the kept
+    failures: the same update, weight for weight."""
+    d = tiny_deps
+    liked, unliked = _gate_samples(d, failed_attempt[0])
+    weights = []
+    for name, batch, gate in (("t-gated", [liked, unliked], True), ("t-kept", [unliked], False)):
+        adapter = d.pool.create(name, LoraOptions(rank=4, alpha=8), seed=0)
+        try:
+            # one failure per micro-batch: the teacher then encodes the kept failure alone in both
+            # rounds, and Adam's sign-like first step cannot magnify batching's float noise
+            d.trainer.train_round(adapter, batch, _opts(steps=2, lr=1e-3, gate=gate, guard=False, micro_batch=1))
+            weights.append({n: t.clone() for n, t in d.pool.weights(adapter).items()})
+        finally:
+            d.pool.delete(adapter)
+    gated, kept = weights
+    assert any(float(t.abs().sum()) > 0 for n, t in kept.items() if "lora_B" in n), "the round must train"
+    # parameter names carry the job id; both adapters list the same layers in the same order
+    for (n, a), b in zip(kept.items(), gated.values()):
+        assert torch.allclose(a, b, atol=1e-6), n
+
+
+def test_gate_that_keeps_nothing_trains_nothing(tiny_deps, failed_attempt):
+    d = tiny_deps
+    liked, _ = _gate_samples(d, failed_attempt[0])
+    adapter = d.pool.create("t-gate-none", LoraOptions(rank=4, alpha=8), seed=0)
+    try:
+        before = {n: t.clone() for n, t in d.pool.weights(adapter).items()}
+        rep = d.trainer.train_round(adapter, [liked, liked], _opts(steps=2, gate=True))
+        assert (rep.gate_examined, rep.samples, rep.step_divergence) == (2, 0, [])
+        assert all(torch.equal(t, before[n]) for n, t in d.pool.weights(adapter).items())
+        assert adapter.version == 0  # the engine keeps serving the adapter it has
+    finally:
+        d.pool.delete(adapter)
+
+
+def test_gate_stops_scoring_once_max_samples_are_kept(tiny_deps, failed_attempt):
+    d = tiny_deps
+    liked, unliked = _gate_samples(d, failed_attempt[0])
+    adapter = d.pool.create("t-gate-cap", LoraOptions(rank=4, alpha=8), seed=0)
+    try:
+        rep = d.trainer.train_round(adapter, [unliked, liked, liked], _opts(steps=1, gate=True, max_samples=1,
+                                                                             micro_batch=1))
+        assert (rep.gate_examined, rep.samples) == (1, 1), rep
+    finally:
+        d.pool.delete(adapter)
