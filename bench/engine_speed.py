@@ -24,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.host import cpu_model
+from bench.host import cpu_model, cpu_vector_level
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -164,6 +164,7 @@ def main() -> None:
         "lora_rank": args.rank,
         "threads": llm.n_threads,
         "cpu": cpu_model(),
+        "vector": cpu_vector_level(),  # llama.cpp's speed depends on it more than on the CPU's name
         "load_s": {"transformers": round(tf_load, 1), "llamacpp": round(ll_load, 2)},
         "rows": rows,
         "summary": summary,
