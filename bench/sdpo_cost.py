@@ -37,7 +37,8 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 PARTS = ("generate", "verify", "teacher_forward", "student_forward", "student_backward", "optimizer",
-         "guard_pass", "checkpoint")
+         "guard_pass", "gate_pass", "checkpoint")
+TRAINING = PARTS[2:8]  # the phases inside train_s (the checkpoint write comes after it)
 
 
 def _redis():
@@ -147,12 +148,12 @@ def main() -> None:
     def per_attempt(r: dict) -> dict:
         secs = dict(r["seconds"])
         # train_s spans the phases plus the solver's own bookkeeping around them
-        secs["train_other"] = max(0.0, r["train_s"] - sum(secs[k] for k in PARTS[2:7]))
+        secs["train_other"] = max(0.0, r["train_s"] - sum(secs[k] for k in TRAINING))
         return {k: round(v / r["attempts"], 3) for k, v in secs.items()}
 
     pa_b, pa_s = per_attempt(bok), per_attempt(sdpo)
     total_b, total_s = sum(pa_b.values()), sum(pa_s.values())
-    train_share = sum(pa_s[k] for k in (*PARTS[2:7], "train_other")) / total_s
+    train_share = sum(pa_s[k] for k in (*TRAINING, "train_other")) / total_s
     row = {
         "command": "python -m bench.sdpo_cost " + shlex.join(sys.argv[1:]),
         "host": host_label(), "date": time.strftime("%Y-%m-%d"), "model": deps.model_name,
