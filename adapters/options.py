@@ -126,8 +126,10 @@ class SdpoOptions(_Options):
     @model_validator(mode="before")
     @classmethod
     def _fill_from_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
-            return {**PRESETS[data["preset"]], **data}
+        # an unhashable or unknown preset is left for the field's own check to reject with a 422
+        preset = data.get("preset") if isinstance(data, dict) else None
+        if isinstance(preset, str) and preset in PRESETS:
+            return {**PRESETS[preset], **data}
         return data
 
     @model_validator(mode="after")

@@ -29,3 +29,10 @@ def test_every_preset_is_a_valid_setting():
     for name, fields in PRESETS.items():
         SdpoOptions.model_validate(fields)
         SdpoOptions(preset=name)
+
+
+@pytest.mark.parametrize("bad", [[{}], {"name": "paper"}, 3])
+def test_a_preset_of_the_wrong_type_is_a_validation_error_not_a_crash(bad):
+    # found by the API fuzzer: a list here raised TypeError (unhashable) inside the validator
+    with pytest.raises(ValidationError, match="preset"):
+        SdpoOptions.model_validate({"preset": bad})
