@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -62,3 +63,12 @@ def host_label() -> str:
         dtype = dtype_name(get_settings().dtype, "cpu")
         parts.append(f"{SHORT.get(dtype, dtype)} CPU training")
     return ", ".join(parts)
+
+
+def reproduce(module: str, argv: list[str] | None = None) -> str:
+    """The command that reproduces this run: the `TTA_` settings it ran under, then
+    `python -m module` and its arguments, e.g. 'TTA_MODEL=coder-1.5b python -m bench.sdpo_cost
+    --n 16'. The settings matter as much as the flags: the model and the training dtype are
+    settings."""
+    env = [f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items()) if k.startswith("TTA_")]
+    return " ".join([*env, "python", "-m", module, shlex.join(sys.argv[1:] if argv is None else argv)]).rstrip()

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -68,7 +67,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from bench.host import host_label
+    from bench.host import host_label, reproduce
     from bench.problems import humaneval_request, humaneval_tasks
     from service.schemas import ProblemFile, SolveRequest
     from service.settings import get_settings
@@ -155,7 +154,7 @@ def main() -> None:
     total_b, total_s = sum(pa_b.values()), sum(pa_s.values())
     train_share = sum(pa_s[k] for k in (*TRAINING, "train_other")) / total_s
     row = {
-        "command": "python -m bench.sdpo_cost " + shlex.join(sys.argv[1:]),
+        "command": reproduce("bench.sdpo_cost"),
         "host": host_label(), "date": time.strftime("%Y-%m-%d"), "model": deps.model_name,
         "engine": deps.engine.name, "task": args.task, "n": args.n, "max_new_tokens": args.max_new_tokens,
         "seed": args.seed, "sdpo_options": SolveRequest.model_validate(

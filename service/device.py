@@ -19,7 +19,10 @@ def auto_dtype_name(device_type: str) -> str:
     far more than the changes the trainer's guard decides on. Measured on the dev split
     (bench/results/dtype_check.md, 4 rounds): the gradients agree (cosine 0.997-0.999), but
     the bf16 guard kept an update it read as a 4e-6 decrease which, read in fp32, raised the
-    divergence by 1.8e-4; in fp32 the guard kept none of those updates.
+    divergence by 1.8e-4; in fp32 the guard kept none of those updates. Without the guard
+    the case for bf16 is small on the settings that make sdpo cheap (top 4 blocks, 4 failures
+    a round): it cut sdpo's cost per attempt from 1.43x to 1.39x best-of-k's on the default
+    model and from 1.74x to 1.58x on the 1.5B (bench/results/sdpo_cost.jsonl, 2026-12-04).
     On a CPU without native bf16, bf16 is emulated and at least 4x slower
     (docs/architecture.md §3)."""
     return "bfloat16" if device_type == "cuda" else "float32"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -45,3 +47,13 @@ def test_host_label_says_which_vector_extensions_timed_it(flags, level):
     generation speed differs about 2x between them: the label must tell them apart."""
     assert host.cpu_vector_level(f"flags\t\t: {flags}".split(":", 1)[1]) == level
     assert host.cpu_vector_level() in host.host_label()
+
+
+def test_a_run_s_command_carries_the_settings_it_ran_under(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("TTA_")]:
+        monkeypatch.delenv(key)
+    assert host.reproduce("bench.sdpo_cost", ["--n", "16"]) == "python -m bench.sdpo_cost --n 16"
+    monkeypatch.setenv("TTA_MODEL", "coder-1.5b")
+    monkeypatch.setenv("TTA_DTYPE", "bfloat16")
+    assert host.reproduce("bench.sdpo_cost", ["--sdpo", '{"steps": 1}']) == (
+        "TTA_DTYPE=bfloat16 TTA_MODEL=coder-1.5b python -m bench.sdpo_cost --sdpo '{\"steps\": 1}'")
