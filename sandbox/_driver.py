@@ -149,6 +149,9 @@ def _main():
     run_all = bool(job["run_all"])
     code = job["code"]
     emit({"t": "start"})
+    if fmt == "assert":
+        # defined by check_split.py, which harness.driver_source() puts before this file
+        split_tests, total_cases = split_check(job["tests"], TESTS_FILE)  # noqa: F821
     try:
         solution = compile(code, SOLUTION_FILE, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
@@ -246,25 +249,49 @@ def _main():
                 if record["status"] != "ok" and not run_all:
                     break
         else:  # assert: the test code defines check(candidate); HumanEval runs both in one namespace
+            # the time limit is the whole check's, as before the cases were split
             tests = job["tests"]
             _SOURCES[TESTS_FILE] = tests
             started = monotonic()
+            at = [0, started]  # the case running (or next to run) and when it started
+
+            def case_at(k):
+                at[0], at[1] = k, monotonic()
+
+            def case_ok(k):
+                sys.stdin, sys.stdout, sys.stderr = real_stdin, real_stdout, real_stderr
+                emit({"t": "case", "i": k, "status": "ok", "elapsed": monotonic() - at[1]})
+                at[0] = k + 1
+
+            def case_failed(k, exc):
+                sys.stdin, sys.stdout, sys.stderr = real_stdin, real_stdout, real_stderr
+                emit(failure(k, exc, at[1]))
+                at[0] = k + 1
+
+            # a wrong answer moves on to the next case; other errors end the run unless run_all
+            namespace.update(__tta_at__=case_at, __tta_ok__=case_ok, __tta_failed__=case_failed,
+                             __tta_continue__=Exception if run_all else AssertionError)
 
             def check():
-                exec(compile(tests, TESTS_FILE, "exec", dont_inherit=True), namespace)
+                exec(split_tests or compile(tests, TESTS_FILE, "exec", dont_inherit=True), namespace)
                 entry = job["entry_point"]
                 if entry not in namespace:
                     raise NameError(f"function {entry!r} is not defined")
                 namespace["check"](namespace[entry])
 
+            record = None
             try:
                 timed(min(per_case, deadline - started), check)
-                record = {"t": "case", "i": 0, "status": "ok", "elapsed": monotonic() - started}
+                if split_tests is None:
+                    record = {"t": "case", "i": 0, "status": "ok", "elapsed": monotonic() - started}
             except BaseException as exc:  # noqa: BLE001
-                record = failure(0, exc, started)
+                # outside a case's own handler (a timeout, a runtime error, a failing line
+                # between cases): the case running, or the last one if all had run
+                record = failure(min(at[0], total_cases - 1), exc, at[1])
             finally:
                 sys.stdin, sys.stdout, sys.stderr = real_stdin, real_stdout, real_stderr
-            emit(record)
+            if record is not None:
+                emit(record)
     emit({"t": "done"})
 
 

@@ -99,8 +99,13 @@ def harness_feedback(result: HarnessResult, *, assert_style: bool, truncated: bo
     if not failures:  # ran out before every case ran (total time limit)
         return ("truncated" if truncated else "timeout"), _assemble([*head, "Time Limit Exceeded"], footer)
     kind = failures[0].status  # type: ignore[assignment]
-    shown = sorted(failures, key=_size)[:MAX_CASES]
-    shown.sort(key=lambda c: c.index)
+    if assert_style:
+        # the first failed assert only, as when check() stopped there (the cases are counted,
+        # not shown: this text is what SDPO's teacher reads, and was measured as it is)
+        shown = failures[:1]
+    else:
+        shown = sorted(failures, key=_size)[:MAX_CASES]
+        shown.sort(key=lambda c: c.index)
     body = [_case_text(c, assert_style) for c in shown]
     return ("truncated" if truncated else kind), _assemble([*head, *body], footer)
 

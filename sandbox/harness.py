@@ -29,10 +29,11 @@ import math
 import secrets
 import signal
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any, Literal
 
+from sandbox.check_split import case_count
 from sandbox.errors import SandboxUnavailable
 from sandbox.runner import Runner, RunResult
 from sandbox.specs import (
@@ -87,7 +88,19 @@ BOOTSTRAP = "import marshal,sys;c,g=marshal.loads(sys.stdin.buffer.read());exec(
 
 @cache
 def driver_source() -> str:
-    return resources.files("sandbox").joinpath("_driver.py").read_text(encoding="utf-8")
+    # check_split.py first: the driver splits assert checks with the code the host counts with
+    files = resources.files("sandbox")
+    return "\n\n".join(files.joinpath(name).read_text(encoding="utf-8") for name in ("check_split.py", "_driver.py"))
+
+
+@lru_cache(maxsize=256)
+def _assert_cases(tests: str) -> int:
+    return case_count(tests)
+
+
+def case_total(spec: PythonTestsSpec) -> int:
+    """The cases an attempt is scored on: the spec's cases, or the assert statements of its check()."""
+    return _assert_cases(spec.tests or "") if spec.format == "assert" else len(spec.cases)
 
 
 @cache
@@ -131,7 +144,7 @@ def run_tests(runner: Runner, spec: PythonTestsSpec, code: str) -> HarnessResult
         warm=True,
     )
     records = _records(run.channel, nonce)
-    total = 1 if spec.format == "assert" else len(spec.cases)
+    total = case_total(spec)
     if not any(r.get("t") == "start" for r in records):
         if run.timed_out:
             # the interpreter never got going within the wall limit: the machine is overloaded
@@ -145,11 +158,14 @@ def run_tests(runner: Runner, spec: PythonTestsSpec, code: str) -> HarnessResult
         if kind == "load":
             cases.append(_failure_case(-1, rec, None))
         elif kind == "case":
-            cases.append(_judge(spec, inputs, rec))
+            case = _judge(spec, inputs, rec, total)
+            # an assert check that fails after its last case reports that case again: the later verdict holds
+            cases = [c for c in cases if c.index != case.index]
+            cases.append(case)
     if not any(r.get("t") == "done" for r in records):
         # The process died mid-case (limit, crash, or the code exiting/killing itself).
         ran = {c.index for c in cases}
-        nxt = 0 if spec.format == "assert" else next((i for i in range(total) if i not in ran), None)
+        nxt = next((i for i in range(total) if i not in ran), None)
         if nxt is not None and not (cases and cases[-1].status != "passed" and not spec.run_all_cases):
             cases.append(_death_case(spec, inputs, nxt, run))
     return HarnessResult(total=total, cases=cases, run=run)
@@ -196,16 +212,16 @@ def _failure_case(i: int, rec: dict[str, Any], shown_input: str | None) -> CaseR
     )
 
 
-def _judge(spec: PythonTestsSpec, inputs: list[Any], rec: dict[str, Any]) -> CaseResult:
+def _judge(spec: PythonTestsSpec, inputs: list[Any], rec: dict[str, Any], total: int) -> CaseResult:
     i = int(rec.get("i", 0))
-    if spec.format != "assert" and not 0 <= i < len(spec.cases):
+    if not 0 <= i < total:
         return CaseResult(index=i, status="runtime_error", error="harness record for an unknown case")
     shown = _display_input(spec, inputs, i)
     if rec.get("status") != "ok":
         return _failure_case(i, rec, shown)
     elapsed = float(rec.get("elapsed", 0.0))
     if spec.format == "assert":
-        return CaseResult(index=0, status="passed", elapsed_s=elapsed)
+        return CaseResult(index=i, status="passed", elapsed_s=elapsed)
     output = str(rec.get("output", ""))
     expected = spec.cases[i].output
     if spec.format == "stdio":

@@ -32,7 +32,7 @@ from sandbox.feedback import (
     math_feedback,
     text_feedback,
 )
-from sandbox.harness import run_tests
+from sandbox.harness import case_total, run_tests
 from sandbox.http_verifier import HttpPolicy, call_http_verifier
 from sandbox.limits import SandboxLimits
 from sandbox.runner import Runner
@@ -58,7 +58,7 @@ class Verification(BaseModel):
     )
     score: float = Field(ge=0.0, le=1.0, description="Fraction of tests passed (1.0 on pass; 0 on error).")
     passed: int = Field(ge=0, description="Test cases passed.")
-    total: int = Field(ge=0, description="Test cases in the spec (1 for non-test verifiers and assert-style tests).")
+    total: int = Field(ge=0, description="Test cases in the spec: its cases, the assert statements of an assert-style check(), 1 for non-test verifiers.")
     feedback: str = Field(description="Text for the model (docs/architecture.md §7); empty on pass for non-test verifiers.")
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent, by phase (e.g. run, total).")
 
@@ -140,7 +140,7 @@ def verify_many(
 
 
 def _python_tests(spec: PythonTestsSpec, response: str, truncated: bool, runner: Runner) -> Verification:
-    total = 1 if spec.format == "assert" else len(spec.cases)
+    total = case_total(spec)
     code = extract_code(response)
     if code is None:
         kind, text = format_feedback(truncated=truncated)

@@ -106,3 +106,72 @@ def test_verify_many_keeps_order(runner):
     results = verify_many(spec, ["```python\nprint(1)\n```", "```python\nprint(2)\n```", "nothing"], runner=runner)
     assert [r.verdict for r in results] == ["pass", "fail", "fail"]
     assert [r.kind for r in results] == ["passed", "wrong_answer", "format"]
+
+
+SQUARES = """
+METADATA = {}
+
+
+def check(candidate):
+    assert candidate(1) == 1
+    assert candidate(2) == 4
+    for x in (3, 4):
+        assert candidate(x) == x * x, f"wrong for {x}"
+    assert candidate(5) == 25
+    assert True, "HumanEval's debugging line: not a case"
+"""
+
+
+def _squares(**extra):
+    return SPEC.validate_python({"type": "python_tests", "format": "assert", "tests": SQUARES, "entry_point": "sq", **extra})
+
+
+def _sq(body: str) -> str:
+    return f"```python\ndef sq(x):\n{body}\n```"
+
+
+def test_assert_check_is_scored_per_assert_statement(runner):
+    spec = _squares()
+    assert verify(spec, _sq("    return x * x"), runner=runner).model_dump(include={"verdict", "passed", "total", "score"}) == {
+        "verdict": "pass", "passed": 4, "total": 4, "score": 1.0}
+    # right up to 3, then wrong: the loop is one case and fails on 4; the next case still runs
+    partial = verify(spec, _sq("    return x * x if x < 4 else 0"), runner=runner)
+    assert (partial.verdict, partial.kind, partial.passed, partial.total, partial.score) == ("fail", "wrong_answer", 2, 4, 0.5)
+    # the feedback names the first failed statement only, as when check() stopped there
+    assert partial.feedback == 'Wrong Answer: assertion failed: assert candidate(x) == x * x, f"wrong for {x}"\nAssertionError: wrong for 4'
+    wrong_first = verify(spec, _sq("    return x * x if x != 1 else 0"), runner=runner)
+    assert (wrong_first.passed, wrong_first.total) == (3, 4)
+    assert wrong_first.feedback == "Wrong Answer: assertion failed: assert candidate(1) == 1"
+    # a format failure is scored on the same cases
+    assert verify(spec, "no code here", runner=runner).total == 4
+
+
+def test_assert_check_stops_at_a_runtime_error_unless_run_all(runner):
+    boom = _sq("    if x == 2:\n        raise ValueError('two')\n    return x * x")
+    stopped = verify(_squares(), boom, runner=runner)
+    assert (stopped.kind, stopped.passed, stopped.total) == ("runtime_error", 1, 4)
+    assert "ValueError: two" in stopped.feedback and "Last Executed Test: assert candidate(2) == 4" in stopped.feedback
+    every = verify(_squares(run_all_cases=True), boom, runner=runner)
+    assert (every.kind, every.passed, every.total) == ("runtime_error", 3, 4)
+
+
+def test_assert_check_times_out_in_the_case_that_loops(runner):
+    loops = _sq("    while x == 4:\n        pass\n    return x * x")
+    result = verify(_squares(time_limit_s=1, total_time_limit_s=2), loops, runner=runner)
+    assert (result.kind, result.passed, result.total) == ("timeout", 2, 4)
+
+
+def test_assert_check_failing_outside_its_cases_fails_the_attempt(runner):
+    # every assert passes, then a line between cases raises: check() would have failed
+    tests = "def check(candidate):\n    assert candidate(1) == 1\n    candidate(None) + 1\n"
+    spec = SPEC.validate_python({"type": "python_tests", "format": "assert", "tests": tests, "entry_point": "sq"})
+    result = verify(spec, _sq("    return x"), runner=runner)
+    assert (result.verdict, result.kind, result.passed, result.total) == ("fail", "runtime_error", 0, 1)
+
+
+def test_a_check_without_assert_statements_is_one_case(runner):
+    tests = "def check(candidate):\n    if candidate(2) != 4:\n        raise AssertionError('2')\n"
+    spec = SPEC.validate_python({"type": "python_tests", "format": "assert", "tests": tests, "entry_point": "sq"})
+    good = verify(spec, _sq("    return x * x"), runner=runner)
+    bad = verify(spec, _sq("    return x"), runner=runner)
+    assert (good.verdict, good.total, bad.verdict, bad.total, bad.passed) == ("pass", 1, "fail", 1, 0)
