@@ -20,7 +20,8 @@ roughly halves the scan. `--full` measures every task to --samples regardless.
 pooled passes exceed 3.5% of them (3 passes), because it is then out of the hard set.
 Run it with the default model (TTA_MODEL unset). With --samples 16 the 164 tasks take
 roughly 3-4 h on 2 CPU cores (measured 2026-12-01: 89 s per task on average, 45 s for one
-stopped early, 120 s for one measured to 16; minutes on a GPU); interrupt and rerun at will.
+stopped early, 120 s for one measured to 16; minutes on a GPU); interrupt (Ctrl-C or `kill`)
+and rerun at will: the task in progress keeps the batches it finished as a row of its own.
 
 `--set humaneval-edge` of `tta bench` then takes the tasks that `bench.sets.select_edge`
 keeps: pooled over the rows of a task, >= 8 samples, >= 1 pass and a rate in [1%, 30%].
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -130,6 +132,8 @@ def main() -> None:
     from service.settings import get_settings
     from service.wiring import build_solver_deps
 
+    # `kill` (SIGTERM) stops a scan as Ctrl-C does, keeping the batches already drawn
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tasks = humaneval_tasks()
     ids = parse_tasks(args.tasks) if args.tasks else list(tasks)
     settings = get_settings()
@@ -156,22 +160,30 @@ def main() -> None:
             kinds: dict[str, int] = {}
             stopped = False
             t0 = time.monotonic()
-            while prior + done < args.samples and not stopped:
-                n = min(args.n, args.samples - prior - done)
-                outs = deps.engine.generate(
-                    [prompt], None,
-                    SamplingParams(n=n, temperature=args.temperature, top_p=1.0,
-                                   max_new_tokens=args.max_new_tokens, seed=args.seed + prior + done),
-                )[0]
-                vs = deps.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
-                for o, v in zip(outs, vs):
-                    passed += v.verdict == "pass"
-                    tokens += len(o.token_ids)
-                    kinds[v.kind] = kinds.get(v.kind, 0) + 1
-                done += n
-                stopped = not args.full and prior + done < args.samples and above_edge(
-                    prior_pass + passed, prior + done, args.samples, stop_hi, EDGE_MIN_SAMPLES)
-                bar.update(overall, description=f"{name}: {prior_pass + passed}/{prior + done} pass")
+            interrupted = False
+            try:
+                while prior + done < args.samples and not stopped:
+                    n = min(args.n, args.samples - prior - done)
+                    outs = deps.engine.generate(
+                        [prompt], None,
+                        SamplingParams(n=n, temperature=args.temperature, top_p=1.0,
+                                       max_new_tokens=args.max_new_tokens, seed=args.seed + prior + done),
+                    )[0]
+                    vs = deps.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
+                    for o, v in zip(outs, vs):
+                        passed += v.verdict == "pass"
+                        tokens += len(o.token_ids)
+                        kinds[v.kind] = kinds.get(v.kind, 0) + 1
+                    done += n
+                    stopped = not args.full and prior + done < args.samples and above_edge(
+                        prior_pass + passed, prior + done, args.samples, stop_hi, EDGE_MIN_SAMPLES)
+                    bar.update(overall, description=f"{name}: {prior_pass + passed}/{prior + done} pass")
+            except KeyboardInterrupt:
+                # a hard task takes minutes: keep its finished batches (the next run draws the
+                # seeds after them), then stop
+                interrupted = True
+                if not done:
+                    raise
             lo, hi = wilson(passed, done)
             row = {
                 "problem": name, "model": deps.model_name, "engine": deps.engine.name,
@@ -188,6 +200,8 @@ def main() -> None:
             note = " (stopped: above the set's rate)" if stopped else ""
             total_p, total_n = prior_pass + passed, prior + done
             bar.console.print(f"{name}: {total_p}/{total_n} = {total_p / total_n:.1%} in all{note}", highlight=False)
+            if interrupted:
+                raise KeyboardInterrupt
             bar.advance(overall)
 
 

@@ -216,3 +216,45 @@ def test_hard_rule_keeps_one_or_two_passes_of_64_and_its_split_is_stable(tmp_pat
     assert sum(sets.hard_split(f"HumanEval/{i}") == "dev" for i in range(164)) in range(40, 70)
     with pytest.raises(SetError, match="model 'nope'"):
         sets.humaneval_hard_set("nope", None, f)
+
+
+def test_an_interrupted_scan_keeps_its_finished_batches_and_resumes_after_them(tmp_path, monkeypatch):
+    """A hard task is 8 batches of minutes each: stopping the scan must not lose them, and the
+    rerun must draw the seeds that follow, not repeat them."""
+    import sys
+    from types import SimpleNamespace
+
+    import service.wiring
+    from bench import edge_scan
+    from service import prompts
+
+    seeds: list[int] = []
+
+    def generate(prompts_, _adapter, params):
+        if len(seeds) == stop_after[0]:
+            raise KeyboardInterrupt
+        seeds.append(params.seed)
+        return [[SimpleNamespace(text="x", token_ids=[1, 2], finish_reason="stop")] * params.n]
+
+    def verify(_spec, texts, _truncated):
+        return [SimpleNamespace(verdict="fail", kind="wrong_answer") for _ in texts]
+
+    deps = SimpleNamespace(model_name="default", tokenizer=None, engine=SimpleNamespace(name="fake", generate=generate),
+                           verify=verify)
+    monkeypatch.setattr(service.wiring, "build_solver_deps", lambda _settings: deps)
+    monkeypatch.setattr(prompts, "render", lambda _tok, _messages: "prompt")
+    monkeypatch.setattr(edge_scan.signal, "signal", lambda *_: None)  # leave pytest's SIGTERM alone
+    out = tmp_path / "rates.jsonl"
+    argv = ["edge_scan", "--hard", "--tasks", "7", "--out", str(out)]
+    stop_after = [3]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(KeyboardInterrupt):
+        edge_scan.main()
+    rows = sets.read_rates(out)
+    assert [(r["samples"], r["seed_offset"]) for r in rows] == [(24, 0)]
+    stop_after = [99]
+    edge_scan.main()
+    rows = sets.read_rates(out)
+    assert [(r["samples"], r["seed_offset"]) for r in rows] == [(24, 0), (40, 24)]
+    assert seeds == [1234 + 8 * i for i in range(8)]  # every seed once, in order
+    assert sets.pooled_rates(rows) == {"HumanEval/7": (0, 64)}
