@@ -119,6 +119,13 @@ class SdpoOptions(_Options):
         "the teacher rates at least as likely as the student trains nothing. Costs one student pass without "
         "autograd over the failures it scores.",
     )
+    demonstration: Literal["none", "best_partial"] = Field(
+        "none",
+        description='What the teacher sees of the failed round beside each attempt\'s own feedback. "best_partial": '
+        "the code of the round's attempt that passed the most test cases (if it passed any, and more than this "
+        "attempt), with its score; needs a verifier with several cases (python_tests; HumanEval checks count one "
+        "case per assert). Not yet measured on the dev split.",
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")
     lora: LoraOptions = Field(default_factory=LoraOptions)

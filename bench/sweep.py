@@ -186,10 +186,11 @@ def build_rounds(deps, problems, *, pool: int, rounds: int, round_n: int, refs: 
             cached.setdefault(rec["problem"], []).append(rec)
 
     data = {}
+    rescored = False
     for bp in problems:
         ver = bp.problem.verifier
         prompt_ids = prompts.student_prompt(tok, bp.problem.problem)
-        have = cached.get(bp.name, [])
+        have = cached.setdefault(bp.name, [])  # the same list: a rescored pool is written back whole
         while len(have) < pool:
             k = min(round_n, pool - len(have))
             t = time.monotonic()
@@ -198,13 +199,19 @@ def build_rounds(deps, problems, *, pool: int, rounds: int, round_n: int, refs: 
                 seed=5000 + seed + len(have)))[0]
             vs = deps.verify(ver, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
             new = [{"problem": bp.name, "text": o.text, "tokens": o.token_ids, "verdict": v.verdict,
-                    "feedback": v.feedback} for o, v in zip(outs, vs)]
+                    "feedback": v.feedback, "passed": v.passed, "total": v.total} for o, v in zip(outs, vs)]
             with pool_file.open("a") as f:
                 f.writelines(json.dumps(r) + "\n" for r in new)
             have += new
             console.print(f"{bp.name}: pool {len(have)}/{pool} ({sum(r['verdict'] == 'pass' for r in have)} pass; "
                           f"{time.monotonic() - t:.0f} s)")
         have = have[:pool]
+        unscored = [r for r in have if "passed" not in r]
+        if unscored:  # pooled before attempts were scored per test case (sdpo.demonstration needs it)
+            vs = deps.verify(ver, [r["text"] for r in unscored], [False] * len(unscored))
+            for r, v in zip(unscored, vs):
+                r["passed"], r["total"] = v.passed, v.total
+            rescored = True
         passing = [r for r in have if r["verdict"] == "pass" and r["tokens"]][:refs]
         fails = [r for r in have if r["verdict"] == "fail" and r["tokens"]]
         rnds = [fails[i * round_n:(i + 1) * round_n] for i in range(rounds)]
@@ -213,6 +220,9 @@ def build_rounds(deps, problems, *, pool: int, rounds: int, round_n: int, refs: 
             console.print(f"[yellow]{bp.name}: skipped ({len(passing)} passing, {len(fails)} failing in the pool)[/]")
             continue
         data[bp.name] = (bp, prompt_ids, passing, rnds)
+    if rescored:
+        with pool_file.open("w") as f:
+            f.writelines(json.dumps(r) + "\n" for recs in cached.values() for r in recs)
     return data
 
 
@@ -352,8 +362,13 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             adapter = deps.pool.create("sweep", req.sdpo.lora, seed=args.seed)
             for ri in trained:
                 prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
-                samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"]), r["tokens"])
-                           for r in rounds[ri]]
+                shown = [None] * len(rounds[ri])
+                if opts.demonstration == "best_partial":
+                    shown = prompts.best_partials([r["passed"] for r in rounds[ri]], [r["total"] for r in rounds[ri]])
+                partials = [None if j is None else prompts.partial_of(rounds[ri][j]["text"], rounds[ri][j]["passed"],
+                                                                     rounds[ri][j]["total"]) for j in shown]
+                samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"], partial=pa), r["tokens"])
+                           for r, pa in zip(rounds[ri], partials)]
                 t = time.monotonic()
                 rep = deps.trainer.train_round(adapter, samples, req.sdpo)
                 train_s = time.monotonic() - t

@@ -23,7 +23,28 @@ def student_prompt(tokenizer: Any, problem: Any) -> list[int]:
     return render(tokenizer, messages(problem.question, problem.system_prompt))
 
 
-def teacher_prompt(tokenizer: Any, problem: Any, feedback: str | None, solution: str | None = None) -> list[int]:
+def teacher_prompt(tokenizer: Any, problem: Any, feedback: str | None, solution: str | None = None,
+                   partial: templates.Partial | None = None) -> list[int]:
     """The SDPO teacher's prompt for one failed attempt: the question reprompted with the
-    verifier's feedback (or a passing sibling's solution), as every caller must build it."""
-    return render(tokenizer, messages(templates.reprompt(problem.question, feedback, solution), problem.system_prompt))
+    verifier's feedback (or a passing sibling's solution, or a partly correct one), as every
+    caller must build it."""
+    text = templates.reprompt(problem.question, feedback, solution, partial)
+    return render(tokenizer, messages(text, problem.system_prompt))
+
+
+def best_partials(passed: list[int], total: list[int]) -> list[int | None]:
+    """sdpo.demonstration "best_partial": for each attempt of a round, the sibling to show its
+    teacher, by index: the one that passed the most test cases, if it passed any and more
+    than this attempt did (the first of equals). None where no sibling is better."""
+    scores = [p / t if t else 0.0 for p, t in zip(passed, total, strict=True)]
+    if not scores:
+        return []
+    best = max(range(len(scores)), key=lambda j: (scores[j], -j))
+    return [best if scores[best] > max(s, 0.0) else None for s in scores]
+
+
+def partial_of(text: str, passed: int, total: int) -> templates.Partial:
+    """An attempt as its siblings' demonstration: the code the verifier ran, and its score."""
+    from sandbox.extract import extract_code
+
+    return templates.Partial(code=(extract_code(text) or text).strip("\n"), passed=passed, total=total)

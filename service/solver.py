@@ -216,15 +216,21 @@ class Solver:
         samples = []
         # Newest round first: `sdpo.max_samples` keeps the first attempts it is given.
         for rec in reversed(st.rounds[first : rnd + 1]):
-            for idx in rec.attempts:
-                a = st.attempts[idx]
+            round_attempts = [st.attempts[idx] for idx in rec.attempts]
+            shown: list[int | None] = [None] * len(round_attempts)
+            if req.sdpo.demonstration == "best_partial":  # siblings of the same round, as the paper's solutions are
+                shown = prompts.best_partials([a.passed_cases if a.verdict == "fail" else 0 for a in round_attempts],
+                                              [a.total_cases for a in round_attempts])
+            for idx, a, j in zip(rec.attempts, round_attempts, shown, strict=True):
                 if a.verdict != "fail" or not st.tokens[idx]:
                     # a passing attempt is not reprompted; an "error" (the verifier could not
                     # judge it, e.g. the sandbox was down) says nothing about the attempt
                     continue
+                sib = round_attempts[j] if j is not None else None
+                partial = prompts.partial_of(sib.text, sib.passed_cases, sib.total_cases) if sib else None
                 samples.append(DistillSample(
                     student_prompt=student_prompt,
-                    teacher_prompt=prompts.teacher_prompt(self.d.tokenizer, req.problem, a.feedback),
+                    teacher_prompt=prompts.teacher_prompt(self.d.tokenizer, req.problem, a.feedback, partial=partial),
                     response=st.tokens[idx],
                 ))
         with self.d.pool.lock:

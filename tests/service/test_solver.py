@@ -105,3 +105,35 @@ def test_resume_from_checkpoint_continues_exactly(tiny_deps):
     assert [a.text for a in resumed.attempts] == [a.text for a in full.attempts]
     assert [r.round for r in resumed.rounds] == [0, 1, 2]
     assert not tiny_deps.pool.adapters
+
+
+def test_best_partial_demonstration_shows_each_failure_the_round_s_best_sibling(tiny_deps, monkeypatch):
+    """Two attempts of one round: `a + b` passes 2 of 3 asserts, `0` passes 1. The weaker one's
+    teacher sees the stronger one's code and score; the stronger one's sees only its feedback."""
+    from service.engines.base import Completion
+
+    texts = ["```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef add(a, b):\n    return 0\n```"]
+    tok = tiny_deps.tokenizer
+
+    def generate(prompts_, adapter, params):
+        return [[Completion(t, tok(t, add_special_tokens=False).input_ids, [0.0], "stop") for t in texts[: params.n]]
+                for _ in prompts_]
+
+    seen = []
+    real = tiny_deps.trainer.train_round
+
+    def train_round(adapter, samples, opts):
+        seen.append([tok.decode(s.teacher_prompt) for s in samples])
+        return real(adapter, samples, opts)
+
+    monkeypatch.setattr(tiny_deps.engine, "generate", generate)
+    monkeypatch.setattr(tiny_deps.trainer, "train_round", train_round)
+    tests = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-4, 4) == 0\n    assert candidate(2, 3) == 6\n"
+    req = request("sdpo", verifier={"type": "python_tests", "format": "assert", "entry_point": "add", "tests": tests},
+                  budget={"max_attempts": 4}, sdpo={"demonstration": "best_partial"})
+    res = Solver(tiny_deps).solve(req)
+    assert [(a.passed_cases, a.total_cases) for a in res.attempts] == [(2, 3), (1, 3)] * 2
+    strong, weak = seen[0]
+    assert "partly correct" not in strong
+    assert "A partly correct attempt (it passed 2 of 3 tests):" in weak and "return a + b" in weak
+    assert "assertion failed: assert candidate(2, 3) == 5" in weak  # and still its own feedback
