@@ -126,6 +126,15 @@ class SdpoOptions(_Options):
         "attempt), with its score; needs a verifier with several cases (python_tests; HumanEval checks count one "
         "case per assert). Not yet measured on the dev split.",
     )
+    grpo_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="Weight of a group-relative policy-gradient term mixed into the distillation loss: each failed "
+        "attempt's tokens get -w * A * log p, where A is its fraction of test cases passed, standardised over the "
+        "round's failures (GRPO's advantage on partial credit). 0 turns it off; a round whose failures all scored "
+        "the same adds nothing. Needs a verifier with several cases. Not yet measured on the dev split.",
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")
     lora: LoraOptions = Field(default_factory=LoraOptions)

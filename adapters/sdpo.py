@@ -17,6 +17,7 @@ model: the trainer feeds these functions.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -105,18 +106,34 @@ def importance_weights(
 TeacherLookup = Callable[[torch.Tensor | None], torch.Tensor]
 
 
+def group_advantages(scores: list[float]) -> list[float]:
+    """GRPO's advantage: each score minus the group's mean, over the group's standard deviation
+    (population); all zeros when every score is the same (no attempt did better than another)."""
+    if not scores:
+        return []
+    mean = sum(scores) / len(scores)
+    std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    if std < 1e-8:
+        return [0.0] * len(scores)
+    return [(s - mean) / std for s in scores]
+
+
 def per_token_loss(
     student_log: torch.Tensor,
     teacher_at: TeacherLookup,
     tokens: torch.Tensor,
     opts: SdpoOptions,
     sampling_tok_log: torch.Tensor | None = None,
+    advantage: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The SDPO loss at each response position: what the trainer runs, and what the tests check.
 
     `student_log [..., V]` are the student's log-probabilities, `tokens [...]` the attempt's
     tokens y_t (what each position predicts), `sampling_tok_log [...]` the log-probabilities
-    of those tokens under the adapter the round started from (None: no importance ratio).
+    of those tokens under the adapter the round started from (None: no importance ratio),
+    `advantage [...]` each position's attempt's group-relative advantage (`opts.grpo_weight`
+    mixes in -w * A * log pi_s(y_t), REINFORCE on the sampled tokens: exact on the round's
+    first step, where the student is the policy that sampled them).
     Every position is computed from its own inputs only, so the caller passes response
     positions alone and prompt and padding never enter the loss.
 
@@ -148,4 +165,7 @@ def per_token_loss(
         div = loss.detach()
     if opts.is_clip is not None and sampling_tok_log is not None:
         loss = loss * importance_weights(s_tok, sampling_tok_log, opts.is_clip)
+    if opts.grpo_weight and advantage is not None:
+        # not in the monitored divergence: the guard reads the distillation alone
+        loss = loss - opts.grpo_weight * advantage.detach() * s_tok
     return loss, div, s_tok.detach()

@@ -63,6 +63,7 @@ class DistillSample:
     student_prompt: list[int]  # chat-templated question, ending where the answer starts
     teacher_prompt: list[int]  # chat-templated reprompt (question + feedback/solution)
     response: list[int]  # the attempt's sampled tokens
+    advantage: float = 0.0  # group-relative, on the fraction of cases passed (sdpo.grpo_weight)
 
 
 # Response positions per chunk of student logits: one [chunk, vocab] fp32 tensor is alive at a
@@ -104,6 +105,7 @@ class _Packed:
 
     tokens: torch.Tensor  # [N] the response tokens
     row_ptr: list[tuple[int, int]]  # per sample: (offset, length) into the flat tensors
+    advantage: torch.Tensor | None = None  # [N] each token's sample's advantage; None if all are 0
 
 
 def _common_prefix(prompts: list[list[int]]) -> int:
@@ -198,7 +200,10 @@ class SDPOTrainer:
             ptr.append((off, len(s.response)))
             off += len(s.response)
         toks = torch.tensor([t for s in samples for t in s.response], dtype=torch.long)
-        return _Packed(tokens=toks, row_ptr=ptr)
+        adv = None
+        if any(s.advantage for s in samples):
+            adv = torch.tensor([s.advantage for s in samples for _ in s.response], dtype=torch.float32)
+        return _Packed(tokens=toks, row_ptr=ptr, advantage=adv)
 
     def _micro(self, samples: list[DistillSample], size: int) -> list[tuple[int, list[DistillSample]]]:
         out, off = [], 0
@@ -294,6 +299,7 @@ class SDPOTrainer:
         toks: torch.Tensor,
         old: torch.Tensor | None,
         opts: SdpoOptions,
+        adv: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s_log = F.log_softmax(self._logits(h_s).float(), dim=-1)
 
@@ -303,7 +309,7 @@ class SDPOTrainer:
                     return self._logits(h_t).float() - lse_t[:, None]
                 return self._rows_logits(h_t, idx).float() - lse_t[:, None]
 
-        loss, div, s_tok = per_token_loss(s_log, teacher_at, toks, opts, old)
+        loss, div, s_tok = per_token_loss(s_log, teacher_at, toks, opts, old, adv)
         return loss.sum(), div.sum(), s_tok
 
     def _pass(
@@ -335,7 +341,8 @@ class SDPOTrainer:
                     c1 = min(c0 + CHUNK_TOKENS, h_s.shape[0])
                     g0, g1 = off + c0, off + c1
                     args = (h_s[c0:c1], h_t[g0:g1], lse_t[g0:g1], packed.tokens[g0:g1],
-                            None if old is None else old[g0:g1], opts)
+                            None if old is None else old[g0:g1], opts,
+                            None if packed.advantage is None else packed.advantage[g0:g1])
                     if backward:
                         loss, div, s_tok = checkpoint(self._chunk_loss, *args, use_reentrant=False)
                     else:

@@ -291,6 +291,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
         TimeRemainingColumn,
     )
 
+    from adapters.sdpo import group_advantages
     from adapters.trainer import DistillSample
     from bench.host import host_label
     from bench.sets import load_set
@@ -367,8 +368,12 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
                     shown = prompts.best_partials([r["passed"] for r in rounds[ri]], [r["total"] for r in rounds[ri]])
                 partials = [None if j is None else prompts.partial_of(rounds[ri][j]["text"], rounds[ri][j]["passed"],
                                                                      rounds[ri][j]["total"]) for j in shown]
-                samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"], partial=pa), r["tokens"])
-                           for r, pa in zip(rounds[ri], partials)]
+                advantages = [0.0] * len(rounds[ri])
+                if opts.grpo_weight:
+                    advantages = group_advantages([r["passed"] / max(r["total"], 1) for r in rounds[ri]])
+                samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"], partial=pa),
+                                         r["tokens"], advantage=av)
+                           for r, pa, av in zip(rounds[ri], partials, advantages)]
                 t = time.monotonic()
                 rep = deps.trainer.train_round(adapter, samples, req.sdpo)
                 train_s = time.monotonic() - t

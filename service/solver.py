@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from adapters.lifecycle import Adapter, AdapterPool
+from adapters.sdpo import group_advantages
 from adapters.trainer import DistillSample, SDPOTrainer
 from sandbox.specs import VerifierSpec
 from service import prompts, templates
@@ -221,17 +222,23 @@ class Solver:
             if req.sdpo.demonstration == "best_partial":  # siblings of the same round, as the paper's solutions are
                 shown = prompts.best_partials([a.passed_cases if a.verdict == "fail" else 0 for a in round_attempts],
                                               [a.total_cases for a in round_attempts])
-            for idx, a, j in zip(rec.attempts, round_attempts, shown, strict=True):
-                if a.verdict != "fail" or not st.tokens[idx]:
-                    # a passing attempt is not reprompted; an "error" (the verifier could not
-                    # judge it, e.g. the sandbox was down) says nothing about the attempt
-                    continue
+            # a passing attempt is not reprompted; an "error" (the verifier could not judge it,
+            # e.g. the sandbox was down) says nothing about the attempt
+            distilled = [k for k, (idx, a) in enumerate(zip(rec.attempts, round_attempts))
+                         if a.verdict == "fail" and st.tokens[idx]]
+            advantage = dict.fromkeys(distilled, 0.0)
+            if req.sdpo.grpo_weight:  # relative to the round's other failures
+                scores = [round_attempts[k].passed_cases / max(round_attempts[k].total_cases, 1) for k in distilled]
+                advantage = dict(zip(distilled, group_advantages(scores)))
+            for k in distilled:
+                a, j = round_attempts[k], shown[k]
                 sib = round_attempts[j] if j is not None else None
                 partial = prompts.partial_of(sib.text, sib.passed_cases, sib.total_cases) if sib else None
                 samples.append(DistillSample(
                     student_prompt=student_prompt,
                     teacher_prompt=prompts.teacher_prompt(self.d.tokenizer, req.problem, a.feedback, partial=partial),
-                    response=st.tokens[idx],
+                    response=st.tokens[rec.attempts[k]],
+                    advantage=advantage[k],
                 ))
         with self.d.pool.lock:
             rep = self.d.trainer.train_round(adapter, samples, req.sdpo)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from adapters.options import SdpoOptions
 from adapters.sdpo import (
     divergence,
+    group_advantages,
     importance_weights,
     per_token_loss,
     student_topk,
@@ -210,3 +211,35 @@ def test_topk_divergence_is_zero_between_equal_distributions():
     idx = student_topk(s, 3)
     d = topk_divergence(s.gather(-1, idx), s.gather(-1, idx), 0.5)
     assert torch.allclose(d, torch.zeros(2), atol=1e-6)
+
+
+def test_group_advantages_standardise_the_round_s_scores():
+    adv = group_advantages([0.0, 0.5, 1.0, 0.5])
+    assert sum(adv) == pytest.approx(0.0, abs=1e-12)
+    assert sum(a * a for a in adv) / len(adv) == pytest.approx(1.0)
+    assert adv[2] > adv[1] == adv[3] > adv[0]
+    assert group_advantages([0.4, 0.4]) == [0.0, 0.0]  # nobody did better: no signal
+    assert group_advantages([]) == []
+
+
+@pytest.mark.parametrize("token_level", [False, True])
+def test_grpo_term_adds_minus_w_a_grad_log_p_and_leaves_the_monitor_alone(token_level):
+    s_logits = _logits(6, seed=1).requires_grad_()
+    t_log = F.log_softmax(_logits(6, seed=2), -1)
+    toks = _toks(6)
+    adv = torch.tensor([1.5, 1.5, 1.5, -0.5, -0.5, -0.5])
+    lookup = lambda idx: t_log if idx is None else t_log.gather(-1, idx)  # noqa: E731
+    plain = SdpoOptions(token_level=token_level, top_k=10)
+    mixed = plain.model_copy(update={"grpo_weight": 0.7})
+    grads, divs = [], []
+    for opts, a in ((plain, None), (mixed, adv), (mixed, None)):
+        s_logits.grad = None
+        loss, div, _ = per_token_loss(F.log_softmax(s_logits, -1), lookup, toks, opts, None, a)
+        loss.sum().backward()
+        grads.append(s_logits.grad.clone())
+        divs.append(div)
+    s_logits.grad = None
+    F.log_softmax(s_logits, -1).gather(-1, toks[:, None])[:, 0].mul(adv).sum().backward()
+    assert torch.allclose(grads[1], grads[0] - 0.7 * s_logits.grad, atol=1e-6)
+    assert torch.equal(grads[2], grads[0])  # no advantages given: the plain loss
+    assert torch.equal(divs[1], divs[0])

@@ -311,3 +311,32 @@ def test_gate_stops_scoring_once_max_samples_are_kept(tiny_deps, failed_attempt)
         assert (rep.gate_examined, rep.samples) == (1, 1), rep
     finally:
         d.pool.delete(adapter)
+
+
+def test_grpo_term_raises_the_better_failure_and_lowers_the_worse(tiny_deps, failed_attempt):
+    """Teacher prompt = student prompt, so the token-level distillation has no gradient at the
+    round's start and only the group-relative term moves the adapter: up on the attempt that
+    passed more cases (advantage +1), down on the other (-1)."""
+    d = tiny_deps
+    samples, _ = failed_attempt
+    better = DistillSample(samples[0].student_prompt, samples[0].student_prompt, samples[0].response, advantage=1.0)
+    worse = DistillSample(samples[1].student_prompt, samples[1].student_prompt, samples[1].response, advantage=-1.0)
+    prompt = better.student_prompt
+    adapter = d.pool.create("t-grpo", LoraOptions(rank=4, alpha=8), seed=0)
+    try:
+        before = d.trainer.sequence_logprobs(adapter, prompt, [better.response, worse.response])
+        opts = SdpoOptions(steps=1, lr=1e-2, guard=False, grpo_weight=1.0)
+        d.trainer.train_round(adapter, [better, worse], opts)
+        after = d.trainer.sequence_logprobs(adapter, prompt, [better.response, worse.response])
+        assert after[0] > before[0] and after[1] < before[1], (before, after)
+    finally:
+        d.pool.delete(adapter)
+    # the same attempts with the advantages swapped move the other way
+    flipped = d.pool.create("t-grpo-flipped", LoraOptions(rank=4, alpha=8), seed=0)
+    try:
+        swapped = [DistillSample(x.student_prompt, x.teacher_prompt, x.response, advantage=-x.advantage) for x in (better, worse)]
+        d.trainer.train_round(flipped, swapped, opts)
+        again = d.trainer.sequence_logprobs(flipped, prompt, [better.response, worse.response])
+        assert again[0] < before[0] and again[1] > before[1], (before, again)
+    finally:
+        d.pool.delete(flipped)

@@ -107,9 +107,10 @@ def test_resume_from_checkpoint_continues_exactly(tiny_deps):
     assert not tiny_deps.pool.adapters
 
 
-def test_best_partial_demonstration_shows_each_failure_the_round_s_best_sibling(tiny_deps, monkeypatch):
-    """Two attempts of one round: `a + b` passes 2 of 3 asserts, `0` passes 1. The weaker one's
-    teacher sees the stronger one's code and score; the stronger one's sees only its feedback."""
+def test_partial_credit_reaches_the_teacher_and_the_advantage(tiny_deps, monkeypatch):
+    """Two attempts of one round: `a + b` passes 2 of 3 asserts, `0` passes 1. With
+    demonstration best_partial the weaker one's teacher sees the stronger one's code and score,
+    the stronger one's only its feedback; with grpo_weight their advantages are +1 and -1."""
     from service.engines.base import Completion
 
     texts = ["```python\ndef add(a, b):\n    return a + b\n```", "```python\ndef add(a, b):\n    return 0\n```"]
@@ -119,21 +120,23 @@ def test_best_partial_demonstration_shows_each_failure_the_round_s_best_sibling(
         return [[Completion(t, tok(t, add_special_tokens=False).input_ids, [0.0], "stop") for t in texts[: params.n]]
                 for _ in prompts_]
 
-    seen = []
+    seen, advantages = [], []
     real = tiny_deps.trainer.train_round
 
     def train_round(adapter, samples, opts):
         seen.append([tok.decode(s.teacher_prompt) for s in samples])
+        advantages.append([s.advantage for s in samples])
         return real(adapter, samples, opts)
 
     monkeypatch.setattr(tiny_deps.engine, "generate", generate)
     monkeypatch.setattr(tiny_deps.trainer, "train_round", train_round)
     tests = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-4, 4) == 0\n    assert candidate(2, 3) == 6\n"
     req = request("sdpo", verifier={"type": "python_tests", "format": "assert", "entry_point": "add", "tests": tests},
-                  budget={"max_attempts": 4}, sdpo={"demonstration": "best_partial"})
+                  budget={"max_attempts": 4}, sdpo={"demonstration": "best_partial", "grpo_weight": 0.5})
     res = Solver(tiny_deps).solve(req)
     assert [(a.passed_cases, a.total_cases) for a in res.attempts] == [(2, 3), (1, 3)] * 2
     strong, weak = seen[0]
     assert "partly correct" not in strong
     assert "A partly correct attempt (it passed 2 of 3 tests):" in weak and "return a + b" in weak
     assert "assertion failed: assert candidate(2, 3) == 5" in weak  # and still its own feedback
+    assert advantages[0] == pytest.approx([1.0, -1.0])
