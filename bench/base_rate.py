@@ -30,6 +30,22 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return ((c - r) / d, (c + r) / d)
 
 
+def draw(deps, pf, prompt: list[int], params) -> tuple[int, int, dict[str, int]]:
+    """One batch of base-model attempts (no adapter) at `params`, verified: (passes, tokens,
+    attempts by verdict kind). The one sampling step of every base-rate scan."""
+    outs = deps.engine.generate([prompt], None, params)[0]
+    vs = deps.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
+    kinds: dict[str, int] = {}
+    for v in vs:
+        kinds[v.kind] = kinds.get(v.kind, 0) + 1
+    return sum(v.verdict == "pass" for v in vs), sum(len(o.token_ids) for o in outs), kinds
+
+
+def add_kinds(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, c in more.items():
+        into[k] = into.get(k, 0) + c
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="*", type=Path)
@@ -73,16 +89,10 @@ def main() -> None:
             done = 0
             while done < args.samples:
                 n = min(s.n, args.samples - done)
-                outs = deps.engine.generate(
-                    [prompt], None,
-                    SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p, max_new_tokens=max_new,
-                                   seed=args.seed + done),
-                )[0]
-                vs = deps.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
-                for o, v in zip(outs, vs):
-                    passed += v.verdict == "pass"
-                    tokens += len(o.token_ids)
-                    kinds[v.kind] = kinds.get(v.kind, 0) + 1
+                p, t, k = draw(deps, pf, prompt, SamplingParams(n=n, temperature=s.temperature, top_p=s.top_p,
+                                                                max_new_tokens=max_new, seed=args.seed + done))
+                passed, tokens = passed + p, tokens + t
+                add_kinds(kinds, k)
                 done += n
                 bar.update(task, completed=done, description=f"{name}: {passed}/{done} pass")
             lo, hi = wilson(passed, done)

@@ -124,7 +124,7 @@ def main() -> None:
         TimeRemainingColumn,
     )
 
-    from bench.base_rate import wilson
+    from bench.base_rate import add_kinds, draw, wilson
     from bench.problems import humaneval_request, humaneval_tasks
     from service import prompts
     from service.engines.base import SamplingParams
@@ -164,16 +164,11 @@ def main() -> None:
             try:
                 while prior + done < args.samples and not stopped:
                     n = min(args.n, args.samples - prior - done)
-                    outs = deps.engine.generate(
-                        [prompt], None,
-                        SamplingParams(n=n, temperature=args.temperature, top_p=1.0,
-                                       max_new_tokens=args.max_new_tokens, seed=args.seed + prior + done),
-                    )[0]
-                    vs = deps.verify(pf.verifier, [o.text for o in outs], [o.finish_reason == "length" for o in outs])
-                    for o, v in zip(outs, vs):
-                        passed += v.verdict == "pass"
-                        tokens += len(o.token_ids)
-                        kinds[v.kind] = kinds.get(v.kind, 0) + 1
+                    p, t, k = draw(deps, pf, prompt, SamplingParams(
+                        n=n, temperature=args.temperature, top_p=1.0, max_new_tokens=args.max_new_tokens,
+                        seed=args.seed + prior + done))
+                    passed, tokens = passed + p, tokens + t
+                    add_kinds(kinds, k)
                     done += n
                     stopped = not args.full and prior + done < args.samples and above_edge(
                         prior_pass + passed, prior + done, args.samples, stop_hi, EDGE_MIN_SAMPLES)
