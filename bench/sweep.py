@@ -393,6 +393,7 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
                     "step_divergence": rep.step_divergence, "loss_after": rep.loss_after,
                     "kept_step": rep.kept_step, "backtracks": rep.backtracks, "collapsed": rep.collapsed,
                     "samples": rep.samples, "gate_margins": rep.gate_margins,
+                    "case_scores": [r["passed"] / max(r["total"], 1) for r in rounds[ri]],
                     "train_s": round(train_s, 1), "temperature": args.temperature,
                     "max_new_tokens": args.max_new_tokens, "pool": args.pool, "round_n": args.round_n,
                     "host": host_label(), "date": time.strftime("%Y-%m-%d"),
