@@ -165,6 +165,12 @@ def add_round_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
 
 
+# Base attempts per generate call while pooling. Batching changes which draws a pool gets, not
+# their distribution (each row has its own generator, seeded by the call's seed and the row), and
+# llama.cpp's throughput at n=16 is 1.2-1.8x its n=8 throughput (bench/results/engine_speed_*.json).
+POOL_BATCH = 16
+
+
 def build_rounds(deps, problems, *, pool: int, rounds: int, round_n: int, refs: int, temperature: float,
                  max_new_tokens: int, seed: int, set_name: str, console) -> dict[str, tuple]:  # pragma: no cover - needs the model
     """Per problem, `pool` base attempts (sampled once, cached under bench/runs/sweep-*/pool.jsonl),
@@ -192,7 +198,7 @@ def build_rounds(deps, problems, *, pool: int, rounds: int, round_n: int, refs: 
         prompt_ids = prompts.student_prompt(tok, bp.problem.problem)
         have = cached.setdefault(bp.name, [])  # the same list: a rescored pool is written back whole
         while len(have) < pool:
-            k = min(round_n, pool - len(have))
+            k = min(POOL_BATCH, pool - len(have))
             t = time.monotonic()
             outs = deps.engine.generate([prompt_ids], None, SamplingParams(
                 n=k, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
