@@ -268,7 +268,8 @@ def _main():
                 emit(failure(k, exc, at[1]))
                 at[0] = k + 1
 
-            # a wrong answer moves on to the next case; other errors end the run unless run_all
+            # an AssertionError (a wrong answer, or the code's own assert) moves on to the next
+            # case; other errors end the run unless run_all
             namespace.update(__tta_at__=case_at, __tta_ok__=case_ok, __tta_failed__=case_failed,
                              __tta_continue__=Exception if run_all else AssertionError)
 
