@@ -36,3 +36,15 @@ def test_a_preset_of_the_wrong_type_is_a_validation_error_not_a_crash(bad):
     # found by the API fuzzer: a list here raised TypeError (unhashable) inside the validator
     with pytest.raises(ValidationError, match="preset"):
         SdpoOptions.model_validate({"preset": bad})
+
+
+def test_paper_cpu_is_the_paper_preset_priced_for_a_cpu_and_a_partial_lora_keeps_its_layers():
+    o = SdpoOptions(preset="paper-cpu")
+    paper = SdpoOptions(preset="paper")
+    assert (o.max_samples, o.lora.layers) == (4, 4)
+    assert o.model_dump(exclude={"preset", "max_samples", "lora"}) == paper.model_dump(exclude={"preset", "max_samples", "lora"})
+    # a request that sets another LoRA field keeps the preset's layers; one that sets layers wins
+    given = SdpoOptions.model_validate({"preset": "paper-cpu", "lora": {"rank": 8}})
+    assert (given.lora.rank, given.lora.layers) == (8, 4)
+    assert SdpoOptions.model_validate({"preset": "paper-cpu", "lora": {"layers": None}}).lora.layers is None
+    assert SdpoOptions.model_validate(given.model_dump()) == given
