@@ -297,7 +297,6 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
         TimeRemainingColumn,
     )
 
-    from adapters.sdpo import group_advantages
     from adapters.trainer import DistillSample
     from bench.host import host_label
     from bench.sets import load_set
@@ -369,14 +368,8 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
             adapter = deps.pool.create("sweep", req.sdpo.lora, seed=args.seed)
             for ri in trained:
                 prog.update(task, description=f"{spec} · {name} · round {ri + 1}")
-                shown = [None] * len(rounds[ri])
-                if opts.demonstration == "best_partial":
-                    shown = prompts.best_partials([r["passed"] for r in rounds[ri]], [r["total"] for r in rounds[ri]])
-                partials = [None if j is None else prompts.partial_of(rounds[ri][j]["text"], rounds[ri][j]["passed"],
-                                                                     rounds[ri][j]["total"]) for j in shown]
-                advantages = [0.0] * len(rounds[ri])
-                if opts.grpo_weight:
-                    advantages = group_advantages([r["passed"] / max(r["total"], 1) for r in rounds[ri]])
+                partials, advantages = prompts.round_signals(
+                    opts, [r["text"] for r in rounds[ri]], [r["passed"] for r in rounds[ri]], [r["total"] for r in rounds[ri]])
                 samples = [DistillSample(pid, prompts.teacher_prompt(tok, req.problem, r["feedback"], partial=pa),
                                          r["tokens"], advantage=av)
                            for r, pa, av in zip(rounds[ri], partials, advantages)]

@@ -48,3 +48,20 @@ def partial_of(text: str, passed: int, total: int) -> templates.Partial:
     from sandbox.extract import extract_code
 
     return templates.Partial(code=(extract_code(text) or text).strip("\n"), passed=passed, total=total)
+
+
+def round_signals(opts: Any, texts: list[str], passed: list[int], total: list[int]
+                  ) -> tuple[list[templates.Partial | None], list[float]]:
+    """For the failed attempts of one round, what partial credit gives each: the sibling its
+    teacher is shown (`opts.demonstration`) and its group-relative advantage (`opts.grpo_weight`).
+    The one place the solver and the sweep choose them."""
+    from adapters.sdpo import group_advantages
+
+    shown: list[int | None] = [None] * len(texts)
+    if opts.demonstration == "best_partial":  # siblings of the same round, as the paper's solutions are
+        shown = best_partials(passed, total)
+    partials = [None if j is None else partial_of(texts[j], passed[j], total[j]) for j in shown]
+    advantages = [0.0] * len(texts)
+    if opts.grpo_weight:
+        advantages = group_advantages([p / max(t, 1) for p, t in zip(passed, total, strict=True)])
+    return partials, advantages

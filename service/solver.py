@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from adapters.lifecycle import Adapter, AdapterPool
-from adapters.sdpo import group_advantages
 from adapters.trainer import DistillSample, SDPOTrainer
 from sandbox.specs import VerifierSpec
 from service import prompts, templates
@@ -217,28 +216,18 @@ class Solver:
         samples = []
         # Newest round first: `sdpo.max_samples` keeps the first attempts it is given.
         for rec in reversed(st.rounds[first : rnd + 1]):
-            round_attempts = [st.attempts[idx] for idx in rec.attempts]
-            shown: list[int | None] = [None] * len(round_attempts)
-            if req.sdpo.demonstration == "best_partial":  # siblings of the same round, as the paper's solutions are
-                shown = prompts.best_partials([a.passed_cases if a.verdict == "fail" else 0 for a in round_attempts],
-                                              [a.total_cases for a in round_attempts])
             # a passing attempt is not reprompted; an "error" (the verifier could not judge it,
             # e.g. the sandbox was down) says nothing about the attempt
-            distilled = [k for k, (idx, a) in enumerate(zip(rec.attempts, round_attempts))
-                         if a.verdict == "fail" and st.tokens[idx]]
-            advantage = dict.fromkeys(distilled, 0.0)
-            if req.sdpo.grpo_weight:  # relative to the round's other failures
-                scores = [round_attempts[k].passed_cases / max(round_attempts[k].total_cases, 1) for k in distilled]
-                advantage = dict(zip(distilled, group_advantages(scores)))
-            for k in distilled:
-                a, j = round_attempts[k], shown[k]
-                sib = round_attempts[j] if j is not None else None
-                partial = prompts.partial_of(sib.text, sib.passed_cases, sib.total_cases) if sib else None
+            distilled = [idx for idx in rec.attempts if st.attempts[idx].verdict == "fail" and st.tokens[idx]]
+            fails = [st.attempts[idx] for idx in distilled]
+            partials, advantages = prompts.round_signals(
+                req.sdpo, [a.text for a in fails], [a.passed_cases for a in fails], [a.total_cases for a in fails])
+            for idx, a, partial, advantage in zip(distilled, fails, partials, advantages, strict=True):
                 samples.append(DistillSample(
                     student_prompt=student_prompt,
                     teacher_prompt=prompts.teacher_prompt(self.d.tokenizer, req.problem, a.feedback, partial=partial),
-                    response=st.tokens[rec.attempts[k]],
-                    advantage=advantage[k],
+                    response=st.tokens[idx],
+                    advantage=advantage,
                 ))
         with self.d.pool.lock:
             rep = self.d.trainer.train_round(adapter, samples, req.sdpo)
