@@ -3,6 +3,7 @@
     python -m bench.edge_scan --samples 16 --out bench/results/humaneval_rates.jsonl
     python -m bench.edge_scan --samples 16 --tasks 0-39 119      # a part of HumanEval
     python -m bench.edge_scan --select                          # print the selection only
+    python -m bench.edge_scan --select --hard                   # the hard set and the scan's progress
     python -m bench.edge_scan --hard                            # the hard regime: 64 samples, rate <= 3.5%
     TTA_MODEL=coder-1.5b python -m bench.edge_scan --hard       # the same for the 1.5B model
 
@@ -17,7 +18,8 @@ passed: no later failure can bring it back into the set); its row says `"stopped
 and counts as measured. About half of HumanEval is that easy for the default model, so this
 roughly halves the scan. `--full` measures every task to --samples regardless.
 `--hard` is the paper's regime (bench.sets.select_hard): --samples 64, and a task stops once its
-pooled passes exceed 3.5% of them (3 passes), because it is then out of the hard set.
+pooled passes exceed 3.5% of them (3 passes), because it is then out of the hard set; the
+likeliest hard tasks go first (`hard_order`), so a scan cut short has looked where they are.
 Run it with the default model (TTA_MODEL unset). With --samples 16 the 164 tasks take
 roughly 3-4 h on 2 CPU cores (measured 2026-12-01: 89 s per task on average, 45 s for one
 stopped early, 120 s for one measured to 16; minutes on a GPU); interrupt (Ctrl-C or `kill`)
@@ -75,6 +77,47 @@ def measured(rows: list[dict], model: str, samples: int, full: bool = False,
     return done
 
 
+def hard_order(todo: list[str], rows: list[dict], model: str) -> list[str]:
+    """The likeliest hard tasks first: those with 1 pass so far for `model`, then 2, then
+    none. Within a group, the tasks the default model found hardest go first (lowest pooled
+    rate, and at equal rates the one with more samples behind it): for a new model with no
+    rows, the 0.5B's scan is the best guess of where its hard tasks are. Stable otherwise."""
+    from bench.sets import EDGE_MODEL, pooled_rates
+
+    own = pooled_rates(rows, model=model)
+    ref = pooled_rates(rows, model=EDGE_MODEL)
+
+    def key(t: str) -> tuple[int, float, int]:
+        group = {1: 0, 2: 1}.get(own.get(t, (0, 0))[0], 2)
+        p, n = ref.get(t, (0, 0))
+        return (group, p / n if n else 1.0, -n)
+
+    return sorted(todo, key=key)
+
+
+def print_selection(rows: list[dict], model: str, hard: bool, console) -> None:
+    """The tasks the set's rule keeps for `model` (tab-separated: task, passes/samples, rate,
+    and the split for --hard), then how far the scan is: tasks measured, the mean of their
+    rates (HumanEval pass@1 at the scan's temperature once all 164 are in; the early stop
+    barely biases it, since a stopped task's rate is already far from the rule's bounds) and,
+    with --hard, the tasks that could still turn out hard."""
+    from bench.sets import EDGE_HI, EDGE_LO, HARD_HI, HARD_SAMPLES, hard_split, pooled_rates, select_edge, select_hard
+
+    pooled = pooled_rates(rows, model=model)
+    keep = select_hard(rows, model=model) if hard else select_edge(rows, model=model)
+    for t in keep:
+        p, n = pooled[t]
+        print(f"{t}\t{p}/{n}\t{p / n:.1%}" + (f"\t{hard_split(t)}" if hard else ""))
+    mean = sum(p / n for p, n in pooled.values()) / len(pooled) if pooled else float("nan")
+    rule = f"hard (>= {HARD_SAMPLES} samples, <= {HARD_HI:.1%})" if hard else f"in [{EDGE_LO:.0%}, {EDGE_HI:.0%}]"
+    console.print(f"model {model}: {len(keep)} of {len(pooled)} measured tasks {rule}; "
+                  f"mean rate of the measured tasks {mean:.1%}")
+    if hard:
+        open_ = [t for t, (p, n) in pooled.items() if n < HARD_SAMPLES and p <= HARD_HI * HARD_SAMPLES]
+        console.print(f"{len(open_)} measured task(s) below {HARD_SAMPLES} samples could still be hard; "
+                      f"{164 - len(pooled)} not measured yet")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="*", default=None, help="task numbers or ranges (default: all 164)")
@@ -92,28 +135,16 @@ def main() -> None:
 
     from rich.console import Console
 
-    from bench.sets import (
-        EDGE_HI,
-        EDGE_LO,
-        EDGE_MIN_SAMPLES,
-        HARD_HI,
-        HARD_SAMPLES,
-        pooled_rates,
-        read_rates,
-        select_edge,
-    )
+    from bench.sets import EDGE_HI, EDGE_MIN_SAMPLES, HARD_HI, HARD_SAMPLES, pooled_rates, read_rates
 
     console = Console(stderr=True)
     if args.samples is None:
         args.samples = HARD_SAMPLES if args.hard else 16
     stop_hi = HARD_HI if args.hard else EDGE_HI
     if args.select:
-        rows = read_rates(args.out)
-        pooled = pooled_rates(rows)
-        for t in select_edge(rows):
-            p, n = pooled[t]
-            print(f"{t}\t{p}/{n}\t{p / n:.1%}")
-        console.print(f"{len(select_edge(rows))} of {len(pooled)} measured tasks in [{EDGE_LO:.0%}, {EDGE_HI:.0%}]")
+        from service.settings import get_settings
+
+        print_selection(read_rates(args.out), get_settings().model, args.hard, console)
         return
 
     from rich.progress import (
@@ -143,8 +174,8 @@ def main() -> None:
     done_tasks = measured(rows, deps.model_name, args.samples, args.full, stop_hi, EDGE_MIN_SAMPLES)
     todo = [t for t in ids if t not in done_tasks]
     before = pooled_rates(rows, model=deps.model_name)
-    if args.hard:  # the likeliest hard tasks first: 1 pass so far, then 2, then none (stable otherwise)
-        todo.sort(key=lambda t: {1: 0, 2: 1}.get(before.get(t, (0, 0))[0], 2))
+    if args.hard:
+        todo = hard_order(todo, rows, deps.model_name)
     console.print(f"{len(ids) - len(todo)} task(s) already measured in {args.out}; {len(todo)} to go")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

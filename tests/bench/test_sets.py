@@ -218,6 +218,47 @@ def test_hard_rule_keeps_one_or_two_passes_of_64_and_its_split_is_stable(tmp_pat
         sets.humaneval_hard_set("nope", None, f)
 
 
+def test_hard_scan_orders_a_new_model_by_the_default_models_rates():
+    from bench.edge_scan import hard_order
+
+    rows = [
+        {"problem": "HumanEval/1", "model": "default", "samples": 16, "passed": 4},
+        {"problem": "HumanEval/2", "model": "default", "samples": 16, "passed": 0},
+        {"problem": "HumanEval/3", "model": "default", "samples": 64, "passed": 0},  # 0 of 64: harder than 0 of 16
+        {"problem": "HumanEval/4", "model": "default", "samples": 16, "passed": 1},
+        {"problem": "HumanEval/1", "model": "coder-1.5b", "samples": 16, "passed": 1},  # its own 1 pass: first
+        {"problem": "HumanEval/2", "model": "coder-1.5b", "samples": 16, "passed": 0},
+    ]
+    todo = ["HumanEval/5", "HumanEval/4", "HumanEval/2", "HumanEval/1", "HumanEval/3"]
+    # own passes group first (1, then 2, then none); in a group, the default's rate, then its samples
+    # decide; a task the default never measured goes last
+    assert hard_order(todo, rows, "coder-1.5b") == [
+        "HumanEval/1", "HumanEval/3", "HumanEval/2", "HumanEval/4", "HumanEval/5"]
+    # the default model itself: its own 1-pass task first, then by rate
+    assert hard_order(todo, rows, "default") == [
+        "HumanEval/4", "HumanEval/3", "HumanEval/2", "HumanEval/1", "HumanEval/5"]
+
+
+def test_select_prints_the_models_hard_set_with_its_split_and_the_scans_progress(capsys):
+    from rich.console import Console
+
+    from bench.edge_scan import print_selection
+
+    rows = [
+        {"problem": "HumanEval/1", "model": "coder-1.5b", "samples": 64, "passed": 2},
+        {"problem": "HumanEval/2", "model": "coder-1.5b", "samples": 16, "passed": 0},  # could still be hard
+        {"problem": "HumanEval/3", "model": "coder-1.5b", "samples": 16, "passed": 8},
+        {"problem": "HumanEval/4", "model": "default", "samples": 64, "passed": 1},  # another model's
+    ]
+    console = Console(file=__import__("io").StringIO(), width=200)
+    print_selection(rows, "coder-1.5b", True, console)
+    assert capsys.readouterr().out == f"HumanEval/1\t2/64\t3.1%\t{sets.hard_split('HumanEval/1')}\n"
+    said = console.file.getvalue()
+    assert "1 of 3 measured tasks hard" in said
+    assert f"mean rate of the measured tasks {(2 / 64 + 0 + 0.5) / 3:.1%}" in said
+    assert "1 measured task(s) below 64 samples could still be hard; 161 not measured yet" in said
+
+
 def test_an_interrupted_scan_keeps_its_finished_batches_and_resumes_after_them(tmp_path, monkeypatch):
     """A hard task is 8 batches of minutes each: stopping the scan must not lose them, and the
     rerun must draw the seeds that follow, not repeat them."""
