@@ -376,12 +376,14 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
                 t = time.monotonic()
                 rep = deps.trainer.train_round(adapter, samples, req.sdpo)
                 train_s = time.monotonic() - t
+                # held out: rounds not trained on (in a chain, the later ones); only this round
+                # and those are scored: a chain's earlier rounds enter no figure, and scoring is
+                # most of a cell's time on CPU
+                unseen = [j for j in range(len(rounds)) if (j > ri if first is None else j != ri)]
                 lp_refs = seq_logp(adapter, pid, [r["tokens"] for r in refs])
-                lp_rounds = [seq_logp(adapter, pid, [r["tokens"] for r in other]) for other in rounds]
+                lp_rounds = {j: seq_logp(adapter, pid, [r["tokens"] for r in rounds[j]]) for j in [ri, *unseen]}
                 b_refs, b_rounds = base_lp[name]
                 d_fail = [a - b for a, b in zip(lp_rounds[ri], b_rounds[ri])]
-                # held out: rounds not trained on (in a chain, the later ones)
-                unseen = [j for j in range(len(rounds)) if (j > ri if first is None else j != ri)]
                 held = [a - b for j in unseen for a, b in zip(lp_rounds[j], b_rounds[j])]
                 row = {
                     "config": spec, "sdpo_overrides": over, "sdpo": opts.model_dump(), "problem": name, "round": ri,
