@@ -328,10 +328,6 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
 
     console.print(f"{len(data)} problems, {len(configs)} configs; references (passing base samples): "
                   + ", ".join(f"{n}: {len(v[2])}" for n, v in data.items()))
-    base_lp = {n: (seq_logp(None, pid, [r["tokens"] for r in refs]),
-                   [seq_logp(None, pid, [r["tokens"] for r in rnd]) for rnd in rounds])
-               for n, (_, pid, refs, rounds) in data.items()}
-
     # Resume: a (config, problem, round) already in --out under the same pool is not trained again;
     # a chain is one unit (its rounds build on each other), rerun whole unless every round is in.
     same = dict(model=deps.model_name, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
@@ -347,6 +343,11 @@ def main() -> None:  # pragma: no cover - needs the model; exercised by running 
     else:
         todo = [(ri, name, spec) for ri in range(args.rounds) for name in data for spec in configs
                 if ri < len(data[name][3]) and (spec, name, ri) not in done]
+    # the base model's log-probs, for the problems with cells still to run (a resumed sweep
+    # whose problem is done spends no minutes on it)
+    base_lp = {n: (seq_logp(None, pid, [r["tokens"] for r in refs]),
+                   [seq_logp(None, pid, [r["tokens"] for r in rnd]) for rnd in rounds])
+               for n, (_, pid, refs, rounds) in data.items() if any(nm == n for _, nm, _ in todo)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), console=console)
