@@ -132,8 +132,8 @@ class SdpoOptions(_Options):
         description='What the teacher sees of the failed round beside each attempt\'s own feedback. "best_partial": '
         "the code of the round's attempt that passed the most test cases (if it passed any, and more than this "
         "attempt), with its score; needs a verifier with several cases (python_tests; HumanEval checks count one "
-        "case per assert). On coder-1.5b's HumanEval/65 over 3 chained rounds: 1.00x against the paper-cpu preset's "
-        "0.99x (bench/results/sdpo_sweep_partial.md), not separable.",
+        "case per assert). On coder-1.5b over 3 chained rounds, pooled over HumanEval/65 and /119: 1.00x against the "
+        "paper-cpu preset's 1.03x (bench/results/sdpo_sweep_partial.md), not separable.",
     )
     grpo_weight: float = Field(
         0.0,
@@ -142,8 +142,9 @@ class SdpoOptions(_Options):
         description="Weight of a group-relative policy-gradient term mixed into the distillation loss: each failed "
         "attempt's tokens get -w * A * log p, where A is its fraction of test cases passed, standardised over the "
         "round's failures (GRPO's advantage on partial credit). 0 turns it off; a round whose failures all scored "
-        "the same adds nothing. Needs a verifier with several cases. At w=1 on coder-1.5b's HumanEval/65 over 3 "
-        "chained rounds: 1.01x against the paper-cpu preset's 0.99x (bench/results/sdpo_sweep_partial.md), not separable.",
+        "the same adds nothing. Needs a verifier with several cases. At w=1 on coder-1.5b over 3 chained rounds, "
+        "pooled over HumanEval/65 and /119: 1.02x against the paper-cpu preset's 1.03x "
+        "(bench/results/sdpo_sweep_partial.md), not separable.",
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
     micro_batch: int = Field(4, ge=1, le=64, description="Sequences per forward pass (memory vs speed).")
